@@ -1,0 +1,56 @@
+"""pitsolve: parallel-in-time solution of ODEs, SDEs and diffusion samplers.
+
+A sequential solve ``X_{n+1} = Φ_n(X_n)`` is read as a banded nonlinear system
+and solved by quasi-Newton sweeps in which all ``Φ_n`` of a sweep run in one
+batched call.  The Jacobian approximation is pluggable
+(:mod:`pitsolve.jacobians`); the answer is the sequential one.
+
+>>> import torch, pitsolve
+>>> system = pitsolve.ODESystem(lambda t, y: -y, torch.ones(3, dtype=torch.float64),
+...                             torch.linspace(0, 1, 33, dtype=torch.float64))
+>>> sol = pitsolve.solve(system, "identity", tol=1e-10)
+>>> bool(torch.allclose(sol.ys, pitsolve.sequential(system).ys, atol=1e-9))
+True
+"""
+
+from . import initializers, jacobians
+from ._brownian import GridBrownian
+from ._convenience import odeint, sdeint
+from ._errors import (
+    ConvergenceError,
+    InputTypeError,
+    InputValueError,
+    NonFiniteError,
+    PitsolveError,
+)
+from ._ode import FIXED_GRID_METHODS, ODESystem
+from ._sde import SDE_METHODS, SDESystem
+from ._solution import Solution, Status
+from ._solver import sequential, solve
+from ._state import StateSpec
+from ._system import BandedSystem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BandedSystem",
+    "ODESystem",
+    "SDESystem",
+    "GridBrownian",
+    "StateSpec",
+    "Solution",
+    "Status",
+    "solve",
+    "sequential",
+    "odeint",
+    "sdeint",
+    "jacobians",
+    "initializers",
+    "FIXED_GRID_METHODS",
+    "SDE_METHODS",
+    "PitsolveError",
+    "InputValueError",
+    "InputTypeError",
+    "ConvergenceError",
+    "NonFiniteError",
+]

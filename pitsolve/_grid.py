@@ -1,0 +1,64 @@
+"""Validation of time grids shared by the ODE and SDE systems."""
+
+from __future__ import annotations
+
+import torch
+
+from ._errors import InputTypeError, InputValueError
+from ._state import StateSpec
+
+__all__ = ["check_grid", "check_positive_int"]
+
+
+def check_grid(t, spec: StateSpec, *, increasing_only: bool = False) -> torch.Tensor:
+    """Check the N+1 interval boundaries ``t`` against the state ``spec``."""
+    if not isinstance(t, torch.Tensor):
+        raise InputTypeError(
+            f"t is a {type(t).__name__}; pass a 1-D torch.Tensor of interval boundaries, "
+            "e.g. torch.linspace(0, 1, N + 1)."
+        )
+    if t.dim() != 1:
+        raise InputValueError(
+            f"t has shape {tuple(t.shape)}; pass a 1-D tensor of the N+1 interval boundaries."
+        )
+    if t.numel() < 2:
+        raise InputValueError(
+            f"t has {t.numel()} point(s); pass at least two boundaries (N >= 1 interval)."
+        )
+    if not t.is_floating_point():
+        raise InputTypeError(f"t has dtype {t.dtype}; pass floating-point times, e.g. t.to({spec.dtype}).")
+    if t.dtype != spec.dtype:
+        raise InputTypeError(
+            f"t has dtype {t.dtype} but the state has dtype {spec.dtype}; cast one of them, "
+            f"e.g. t = t.to({spec.dtype})."
+        )
+    if t.device != spec.device:
+        raise InputTypeError(
+            f"t lies on {t.device} but the state on {spec.device}; move them to one device."
+        )
+    if not torch.isfinite(t).all():
+        raise InputValueError("t contains NaN or Inf; pass finite interval boundaries.")
+    dt = t[1:] - t[:-1]
+    increasing = bool((dt > 0).all())
+    decreasing = bool((dt < 0).all())
+    if increasing_only and not increasing:
+        bad = int(torch.nonzero(dt <= 0)[0])
+        raise InputValueError(
+            f"t must be strictly increasing, but t[{bad}]={t[bad].item()} >= t[{bad + 1}]={t[bad + 1].item()}; "
+            "sort the boundaries."
+        )
+    if not (increasing or decreasing):
+        raise InputValueError(
+            f"t is not strictly monotone (steps {dt.tolist()[:8]}{'...' if dt.numel() > 8 else ''}); "
+            "pass strictly increasing or strictly decreasing boundaries without repeats."
+        )
+    return t
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int ≥ 1, or a typed error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputTypeError(f"{name}={value!r} is not an integer; pass an int >= 1.")
+    if value < 1:
+        raise InputValueError(f"{name}={value} must be >= 1.")
+    return value

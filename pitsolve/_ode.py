@@ -1,0 +1,155 @@
+"""ODE flows from torchdiffeq as banded systems."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torchdiffeq
+from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
+from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq._impl.solvers import FixedGridODESolver
+
+from ._errors import InputTypeError, InputValueError
+from ._grid import check_grid, check_positive_int
+from ._state import State, StateSpec, _map
+from ._system import BandedSystem
+
+__all__ = ["ODESystem", "FIXED_GRID_METHODS"]
+
+#: torchdiffeq's fixed-grid one-step methods: Φ_n is then a function of X_n alone.
+FIXED_GRID_METHODS = tuple(
+    sorted(
+        name
+        for name, cls in SOLVERS.items()
+        if issubclass(cls, FixedGridODESolver) and not issubclass(cls, AdamsBashforthMoulton)
+    )
+)
+
+
+class ODESystem(BandedSystem):
+    r"""``dy/dt = func(t, y)`` on the grid ``t`` as a banded system.
+
+    ``Φ_n`` runs ``substeps`` fixed steps of torchdiffeq's ``method`` from
+    ``t[n]`` to ``t[n+1]``.  A batch of intervals is propagated in **one**
+    ``torchdiffeq.odeint`` call: every interval is rescaled to ``s ∈ [0, 1]``,
+
+    .. math:: \frac{dy}{ds} = h_n\, f(t_n + s h_n, y),\qquad h_n = t_{n+1} - t_n,
+
+    so each batch member carries its own time.  RK steps on this rescaled
+    problem are the same arithmetic as on the original one, so
+    :func:`~pitsolve.sequential` reproduces ``torchdiffeq.odeint(func, y0, t_fine,
+    method=method)`` on the refined grid to round-off.
+
+    Args:
+        func: ``func(t, y)`` as for ``torchdiffeq.odeint`` (scalar ``t``, one
+            state ``y``).  It is batched with ``torch.func.vmap``; pass
+            ``batched_func=True`` if it already takes ``t`` of shape ``[B]`` and
+            states ``[B, *shape]``.
+        y0: initial state, a tensor of any shape or a tuple of tensors.
+        t: 1-D tensor of the N+1 interval boundaries, strictly increasing or
+            decreasing, same dtype and device as ``y0``.
+        method: a fixed-grid one-step method of torchdiffeq
+            (:data:`FIXED_GRID_METHODS`).
+        substeps: fine steps per interval (K); the fine grid has N·K steps.
+        atol, rtol: the error scale of the stopping rule (Eq. 14),
+            ``s_n = atol + rtol·|X_n|`` elementwise; ``solve(tol=δ)`` accepts a
+            point when ``RMS(ΔX_n / s_n) ≤ δ``.
+        batched_func: whether ``func`` is already batched over intervals.
+    """
+
+    def __init__(
+        self,
+        func: Callable,
+        y0: State,
+        t: torch.Tensor,
+        *,
+        method: str = "rk4",
+        substeps: int = 1,
+        atol: float = 1.0,
+        rtol: float = 1.0,
+        batched_func: bool = False,
+    ):
+        if not callable(func):
+            raise InputTypeError(f"func is a {type(func).__name__}, not callable; pass func(t, y).")
+        self._spec = StateSpec.of(y0, "y0")
+        self.t = check_grid(t, self._spec)
+        if not isinstance(method, str) or method not in FIXED_GRID_METHODS:
+            raise InputValueError(
+                f"method={method!r} is not a fixed-grid one-step torchdiffeq method; "
+                f"choose one of {list(FIXED_GRID_METHODS)} (adaptive methods pick their own "
+                "steps and multistep methods carry history across intervals)."
+            )
+        self.method = method
+        self.substeps = check_positive_int(substeps, "substeps")
+        if atol < 0 or rtol < 0 or atol + rtol == 0:
+            raise InputValueError(
+                f"atol={atol}, rtol={rtol}: both must be >= 0 and not both 0."
+            )
+        self.atol, self.rtol = float(atol), float(rtol)
+        self.func = func
+        self.batched_func = bool(batched_func)
+        self._y0 = y0
+        self._s = torch.linspace(0.0, 1.0, self.substeps + 1, dtype=self._spec.dtype, device=self._spec.device)
+        self._s_coarse = self._s[[0, -1]]
+        self._check_func()
+
+    # -- BandedSystem ---------------------------------------------------------
+    @property
+    def initial_state(self) -> State:
+        return self._y0
+
+    @property
+    def num_intervals(self) -> int:
+        return self.t.numel() - 1
+
+    @property
+    def spec(self) -> StateSpec:  # type: ignore[override]
+        return self._spec
+
+    @property
+    def steps_per_interval(self) -> int:  # type: ignore[override]
+        return self.substeps
+
+    def propagate(self, states: State, indices: torch.Tensor) -> State:
+        return self._integrate(states, indices, self._s)
+
+    def coarse_propagate(self, states: State, indices: torch.Tensor) -> State:
+        """One step of the fine method over the whole interval."""
+        return self._integrate(states, indices, self._s_coarse)
+
+    def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.atol + self.rtol * states[:, self.monitored].abs()
+
+    # -- internals ------------------------------------------------------------
+    def _batched(self, tt: torch.Tensor, y: State) -> State:
+        if self.batched_func:
+            return self.func(tt, y)
+        return torch.func.vmap(self.func, in_dims=(0, 0))(tt, y)
+
+    def _integrate(self, states: State, indices: torch.Tensor, s: torch.Tensor) -> State:
+        ta = self.t[indices]
+        h = self.t[indices + 1] - ta
+
+        def rescaled(si, y):
+            dy = self._batched(ta + si * h, y)
+            return _map(lambda d: d * h.view(-1, *([1] * (d.dim() - 1))), dy)
+
+        out = torchdiffeq.odeint(rescaled, states, s, method=self.method)
+        return _map(lambda o: o[-1], out)
+
+    def _check_func(self) -> None:
+        """Call ``func`` once (batched) and compare its output with ``y0`` (torchsde's check_contract)."""
+        batch = _map(lambda p: p.unsqueeze(0), self._y0)
+        try:
+            out = self._batched(self.t[:1], batch)
+        except Exception as err:
+            if self.batched_func:
+                raise
+            raise InputTypeError(
+                f"calling func under torch.func.vmap failed ({type(err).__name__}: {err}); "
+                "make func vmap-compatible (no .item(), in-place ops on inputs or data-dependent "
+                "control flow), or write it for a batch and pass batched_func=True "
+                "(then t has shape [B] and y shape [B, *y0.shape])."
+            ) from err
+        self._spec.check_batch(out, 1, "func")

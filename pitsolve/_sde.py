@@ -1,0 +1,225 @@
+"""SDE flows from torchsde, with a Brownian path fixed per interval, as banded systems."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torchsde
+from torch import nn
+
+from ._brownian import GridBrownian
+from ._errors import InputTypeError, InputValueError
+from ._grid import check_grid, check_positive_int
+from ._state import StateSpec
+from ._system import BandedSystem
+
+__all__ = ["SDESystem", "SDE_METHODS"]
+
+#: torchsde fixed-step methods that need no Lévy area and carry no state across steps.
+SDE_METHODS = ("euler", "milstein", "heun", "midpoint", "euler_heun")
+
+
+class SDESystem(BandedSystem):
+    r"""``dY = f(t, Y) dt + g(t, Y) dW`` on the grid ``t`` as a banded system.
+
+    ``sde`` is an object as for ``torchsde.sdeint``: methods ``f(t, y)`` and
+    ``g(t, y)`` (or ``f_and_g``) and attributes ``noise_type`` and ``sde_type``;
+    ``y0`` has shape ``(batch, d)``.
+
+    The Brownian increments of interval ``n`` are drawn once from a generator
+    seeded by ``(seed, n)``: ``substeps`` increments of variance ``h_n/K`` each.
+    So ``Φ_n`` (``substeps`` fixed steps of ``method``) is deterministic, and
+    :func:`~pitsolve.sequential` uses the very same path.  A batch of intervals
+    runs in **one** ``torchsde.sdeint`` call on the rescaled time
+    ``s ∈ [0, 1]``: ``dY = h f(t_n + s h, Y) ds + √h g(t_n + s h, Y) dW_s`` with
+    ``W_s = W_t / √h`` — for Itô and Stratonovich alike.
+
+    :meth:`brownian_motion` returns the whole path as a torchsde Brownian
+    motion in the original time, so ``torchsde.sdeint(sde, y0, t, bm=...,
+    dt=h/K)`` reproduces the sequential solve.
+    """
+
+    def __init__(
+        self,
+        sde,
+        y0: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        method: str = "euler",
+        substeps: int = 1,
+        seed: int = 0,
+        atol: float = 1.0,
+        rtol: float = 1.0,
+    ):
+        for attr in ("noise_type", "sde_type"):
+            if not hasattr(sde, attr):
+                raise InputTypeError(
+                    f"sde has no attribute {attr!r}; define it as for torchsde.sdeint "
+                    "(e.g. noise_type='diagonal', sde_type='ito')."
+                )
+        if not (hasattr(sde, "f") or hasattr(sde, "f_and_g")) or not (hasattr(sde, "g") or hasattr(sde, "f_and_g")):
+            raise InputTypeError("sde must define f(t, y) and g(t, y) (or f_and_g); see torchsde.sdeint.")
+        self._spec = StateSpec.of(y0, "y0")
+        if isinstance(y0, tuple) or y0.dim() != 2:
+            raise InputValueError(
+                f"y0 has shape {self._spec.shapes[0] if not isinstance(y0, tuple) else 'tuple'}; "
+                "torchsde states are 2-D (batch, d): use y0.reshape(batch, -1)."
+            )
+        self.t = check_grid(t, self._spec, increasing_only=True)
+        if method not in SDE_METHODS:
+            raise InputValueError(
+                f"method={method!r} is not supported; choose one of {list(SDE_METHODS)} "
+                "(fixed-step methods that need no Lévy area and carry no state across steps)."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputValueError(f"seed={seed!r} must be a non-negative int.")
+        if atol < 0 or rtol < 0 or atol + rtol == 0:
+            raise InputValueError(f"atol={atol}, rtol={rtol}: both must be >= 0 and not both 0.")
+        self.sde, self.method, self.seed = sde, method, seed
+        self.substeps = check_positive_int(substeps, "substeps")
+        self.atol, self.rtol = float(atol), float(rtol)
+        self._y0 = y0
+        self._noise_channels = self._infer_noise_channels()
+        dtype, device = self._spec.dtype, self._spec.device
+        self._s = torch.linspace(0.0, 1.0, self.substeps + 1, dtype=dtype, device=device)
+        # Milstein differentiates g with autograd inside the step, which forward-mode
+        # AD cannot trace: JVPs of this system use the double-backward trick.
+        self._pitsolve_reverse_jvp = method == "milstein"
+        self._check_contract()
+
+    # -- BandedSystem ---------------------------------------------------------
+    @property
+    def initial_state(self) -> torch.Tensor:
+        return self._y0
+
+    @property
+    def num_intervals(self) -> int:
+        return self.t.numel() - 1
+
+    @property
+    def spec(self) -> StateSpec:  # type: ignore[override]
+        return self._spec
+
+    @property
+    def steps_per_interval(self) -> int:  # type: ignore[override]
+        return self.substeps
+
+    def propagate(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self._integrate(states, indices, self.increments(indices), self._s)
+
+    def coarse_propagate(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """One step of the method over the whole interval, driven by the same path's total increment."""
+        dW = self.increments(indices).sum(0, keepdim=True)
+        return self._integrate(states, indices, dW, self._s[[0, -1]])
+
+    def _integrate(self, states, indices, dW, s) -> torch.Tensor:
+        B, batch, d = states.shape
+        K = s.numel() - 1
+        ta = self.t[indices]
+        h = self.t[indices + 1] - ta
+        # Increments in s-time, dW_s = dW_t / sqrt(h), as a path on the grid s: [K+1, B*batch, m].
+        dW = (dW / h.sqrt().view(1, B, 1, 1)).reshape(K, B * batch, -1)
+        W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
+        rescaled = _RescaledSDE(self.sde, ta, h, B, batch)
+        ys = torchsde.sdeint(
+            rescaled, states.reshape(B * batch, d), s[[0, -1]], bm=GridBrownian(s, W),
+            method=self.method, dt=1.0 / K,
+        )
+        return ys[-1].reshape(B, batch, d)
+
+    def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.atol + self.rtol * states[:, self.monitored].abs()
+
+    # -- the fixed Brownian path ----------------------------------------------
+    def increments(self, indices: torch.Tensor) -> torch.Tensor:
+        """Brownian increments ``[K, B, batch, m]`` of the intervals ``indices`` (variance ``h_n/K``)."""
+        batch = self._spec.shapes[0][0]
+        out = []
+        for n in indices.tolist():
+            gen = torch.Generator(device="cpu").manual_seed(_interval_seed(self.seed, n))
+            z = torch.randn(self.substeps, batch, self._noise_channels, generator=gen, dtype=torch.float64)
+            out.append(z)
+        z = torch.stack(out, dim=1).to(dtype=self._spec.dtype, device=self._spec.device)
+        h = (self.t[indices + 1] - self.t[indices]).abs()
+        return z * (h / self.substeps).sqrt().view(1, -1, 1, 1)
+
+    def brownian_motion(self) -> GridBrownian:
+        """The whole fixed path as a torchsde Brownian motion in the original time ``t``."""
+        N, K = self.num_intervals, self.substeps
+        idx = torch.arange(N, device=self.t.device)
+        z = self.increments(idx)
+        dW = z.transpose(0, 1).reshape(N * K, *z.shape[2:])
+        W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
+        frac = torch.arange(K, dtype=self.t.dtype, device=self.t.device) / K
+        grid = (self.t[:-1, None] + frac[None, :] * (self.t[1:] - self.t[:-1])[:, None]).reshape(-1)
+        grid = torch.cat([grid, self.t[-1:]])
+        return GridBrownian(grid, W)
+
+    # -- checks ------------------------------------------------------------------
+    def _infer_noise_channels(self) -> int:
+        d = self._spec.shapes[0][1]
+        if self.sde.noise_type == "diagonal":
+            return d
+        if self.sde.noise_type == "scalar":
+            return 1
+        g = self.sde.f_and_g(self.t[0], self._y0)[1] if not hasattr(self.sde, "g") else self.sde.g(self.t[0], self._y0)
+        if g.dim() != 3:
+            raise InputValueError(
+                f"sde.g returned shape {tuple(g.shape)} for noise_type={self.sde.noise_type!r}; "
+                "expected (batch, d, m)."
+            )
+        return g.shape[2]
+
+    def _check_contract(self) -> None:
+        try:
+            out = self.propagate(self._y0.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=self.t.device))
+        except ValueError as err:
+            raise InputValueError(f"torchsde rejected the SDE: {err}") from err
+        self._spec.check_batch(out, 1, "the SDE step")
+
+
+class _RescaledSDE(nn.Module):
+    """The user's SDE on s ∈ [0, 1] for B intervals at once (per-row time)."""
+
+    def __init__(self, sde, ta: torch.Tensor, h: torch.Tensor, B: int, batch: int):
+        super().__init__()
+        self.base, self.ta, self.h, self.B, self.batch = sde, ta, h, B, batch
+        self.noise_type, self.sde_type = sde.noise_type, sde.sde_type
+
+    def _per_interval(self, name, s, y):
+        fn = getattr(self.base, name)
+        tt = self.ta + s * self.h
+        yb = y.reshape(self.B, self.batch, -1)
+        out = torch.func.vmap(fn, in_dims=(0, 0))(tt, yb)
+        return out.reshape(self.B * self.batch, *out.shape[2:])
+
+    def _scale(self, value, factor):
+        rows = factor.repeat_interleave(self.batch)
+        return value * rows.view(-1, *([1] * (value.dim() - 1)))
+
+    def f(self, s, y):
+        if hasattr(self.base, "f"):
+            return self._scale(self._per_interval("f", s, y), self.h)
+        return self.f_and_g(s, y)[0]
+
+    def g(self, s, y):
+        if hasattr(self.base, "g"):
+            return self._scale(self._per_interval("g", s, y), self.h.sqrt())
+        return self.f_and_g(s, y)[1]
+
+    def f_and_g(self, s, y):
+        if hasattr(self.base, "f") and hasattr(self.base, "g"):
+            return self.f(s, y), self.g(s, y)
+        tt = self.ta + s * self.h
+        yb = y.reshape(self.B, self.batch, -1)
+        f, g = torch.func.vmap(self.base.f_and_g, in_dims=(0, 0))(tt, yb)
+        f = f.reshape(self.B * self.batch, *f.shape[2:])
+        g = g.reshape(self.B * self.batch, *g.shape[2:])
+        return self._scale(f, self.h), self._scale(g, self.h.sqrt())
+
+
+def _interval_seed(seed: int, n: int) -> int:
+    """A 63-bit seed for interval ``n`` of run ``seed`` (independent streams via SeedSequence)."""
+    return int(np.random.SeedSequence([seed, n]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,85 @@
+"""The one result type of every solve (DESIGN.md §3 "result", §4 measures)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from ._state import State
+
+__all__ = ["Solution", "Status"]
+
+
+class Status(enum.Enum):
+    """How a solve ended; the value is the human message template."""
+
+    CONVERGED = "converged: all {N} points accepted in {iterations} iterations"
+    MAX_ITERS = (
+        "not converged: stopped after max_iters={iterations} iterations with {accepted} of {N} points "
+        "accepted; raise max_iters (at most N={N} are ever needed) or loosen tol"
+    )
+    NONFINITE = (
+        "not converged: NaN or Inf appeared in the propagated states in iteration {iterations} "
+        "({accepted} of {N} points accepted); check the system for blow-up or lower the step size"
+    )
+    SEQUENTIAL = "sequential solve of {N} intervals"
+
+
+@dataclass
+class Solution:
+    """Result of :func:`~pitsolve.solve` or :func:`~pitsolve.sequential`.
+
+    Attributes:
+        ys: the N+1 boundary states ``X_0 … X_N`` stacked on a leading axis
+            (a tuple of such tensors for tuple states).
+        converged: whether every point was accepted.
+        status: a :class:`Status`; ``message`` says it in words.
+        iterations: parallel sweeps (sequential: N).
+        nfe: fine steps evaluated in total, summed over the batch (work).
+            A JVP counts as one evaluation.  Sequential: N·K.
+        depth: fine steps on the critical path (DESIGN.md §4): the sum over
+            iterations of the fine steps of one ``Φ_n`` plus any sequential
+            sweeps a strategy or initialiser needs.  Sequential: N·K.
+        residuals: per iteration, the largest error ratio
+            ``RMS(ΔX_n / s_n)`` over the window (Eq. 14, before dividing by tol).
+        point_residuals: per iteration, the error ratio of each window point.
+        window_starts: per iteration, the index of the window's first point.
+        accepted: per iteration, the number of accepted points after it.
+        fallbacks: sweeps whose strategy update was non-finite and was
+            replaced by the identity update.
+        wall_time: seconds from the start of the solve to the end.
+    """
+
+    ys: State
+    converged: bool
+    status: Status
+    message: str
+    iterations: int
+    nfe: int
+    depth: int
+    num_intervals: int
+    residuals: List[float] = field(default_factory=list)
+    point_residuals: List[torch.Tensor] = field(default_factory=list)
+    window_starts: List[int] = field(default_factory=list)
+    accepted: List[int] = field(default_factory=list)
+    fallbacks: int = 0
+    wall_time: float = 0.0
+    jacobian: Optional[str] = None
+    window: Optional[int] = None
+    tol: Optional[float] = None
+
+    @property
+    def y(self) -> State:
+        """The final state ``X_N``."""
+        if isinstance(self.ys, tuple):
+            return tuple(p[-1] for p in self.ys)
+        return self.ys[-1]
+
+    def __repr__(self) -> str:
+        return (
+            f"Solution(status={self.status.name}, iterations={self.iterations}, depth={self.depth}, "
+            f"nfe={self.nfe}, N={self.num_intervals}, wall_time={self.wall_time:.3g}s)"
+        )

@@ -1,0 +1,209 @@
+"""The windowed parallel-in-time iteration (paper Algorithm 1) and the sequential reference."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from . import initializers as _initializers
+from . import jacobians as _jacobians
+from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
+from ._grid import check_positive_int
+from ._solution import Solution, Status
+from ._system import BandedSystem
+from .jacobians._base import Cost, JacobianStrategy, Sweep
+from .jacobians._simple import Identity
+
+__all__ = ["solve", "sequential"]
+
+DEFAULT_TOL = 1e-6
+
+
+def solve(
+    system: BandedSystem,
+    jacobian: Union[str, JacobianStrategy] = "identity",
+    *,
+    window: Optional[int] = None,
+    tol: float = DEFAULT_TOL,
+    max_iters: Optional[int] = None,
+    init=None,
+    progress: bool = False,
+    throw: bool = True,
+) -> Solution:
+    r"""Solve the banded system ``X_{n+1} = Φ_n(X_n)`` by parallel quasi-Newton sweeps.
+
+    Algorithm 1 of the paper with a pluggable Jacobian approximation.  Each
+    iteration over the window ``start … start+p``:
+
+    1. evaluates ``Φ_i(X^k_i)`` for all ``p`` window points in **one** batched
+       :meth:`~pitsolve.BandedSystem.propagate` call (line 4);
+    2. computes ``X^{k+1}`` with the strategy's update
+       ``X^{k+1}_{n+1} = Φ_n(X^k_n) + A_n (X^{k+1}_n − X^k_n)`` (lines 5–6);
+    3. tests each point with Eq. 14, ``RMS((X^{k+1}_n − X^k_n)/s_n) ≤ tol``
+       (``s_n`` from :meth:`~pitsolve.BandedSystem.error_scale`), and accepts
+       the leading run of passing points — at least one, since the first
+       point depends only on the fixed anchor and is exact (line 7);
+    4. slides the window past the accepted points and fills the points
+       entering it with ``init`` from the newest iterate (lines 8–10).
+
+    Because the window advances by at least one point per iteration, the
+    solve ends after at most ``N`` iterations (finite termination).
+
+    Args:
+        system: the banded system.
+        jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
+        window: ``p``, the number of points iterated at once (``None``: all N).
+        tol: ``δ`` of Eq. 14 (``≥ 0``).
+        max_iters: stop after this many iterations (``None``: N, which always
+            suffices).
+        init: initial guesses (:mod:`pitsolve.initializers`): ``"constant"``
+            (default), ``"coarse"``, a trajectory ``[N+1, *shape]`` or an
+            :class:`~pitsolve.initializers.Initializer`.
+        progress: show a tqdm bar of accepted points, iteration and residual.
+        throw: raise :class:`~pitsolve.ConvergenceError` when the solve does not
+            converge; with ``False`` return the best iterate with its status.
+
+    Returns:
+        A :class:`~pitsolve.Solution`.
+    """
+    started = time.perf_counter()
+    if not isinstance(system, BandedSystem):
+        raise InputTypeError(
+            f"system is a {type(system).__name__}; pass a pitsolve.BandedSystem such as ODESystem or SDESystem."
+        )
+    strategy = _jacobians.get(jacobian)
+    initializer = _initializers.get(init)
+    spec = system.spec
+    N = check_positive_int(system.num_intervals, "system.num_intervals")
+    p = N if window is None else check_positive_int(window, "window")
+    if p > N:
+        raise InputValueError(f"window={p} is larger than the number of intervals N={N}; pass window <= N or None.")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise InputValueError(f"tol={tol!r} must be a finite number >= 0 (e.g. 1e-6).")
+    max_iters = N if max_iters is None else check_positive_int(max_iters, "max_iters")
+    strategy.reset(system)
+    initializer.reset(system)
+
+    K = system.steps_per_interval
+    cost = Cost()
+    ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
+    ys[0] = spec.flatten(system.initial_state)
+    x = torch.cat([ys[:1], initializer.initialize(system, ys[0], 0, p, cost)])
+    start, x_start, iterations, fallbacks = 0, 0, 0, 0
+    status = Status.MAX_ITERS
+    history = dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
+    bar = tqdm(total=N, disable=not progress, desc=f"pitsolve[{strategy.name}]", unit="pt", leave=False)
+    try:
+        while True:
+            iterations += 1
+            indices = torch.arange(start, start + p, device=spec.device)
+            fx = system.propagate_flat(x[:-1], indices)
+            cost.nfe += p * K
+            cost.depth += K
+            if not torch.isfinite(fx).all():
+                status = Status.NONFINITE
+                break
+            sweep = Sweep(system=system, start=start, indices=indices, x=x, fx=fx, cost=cost)
+            new = strategy.update(sweep)
+            if not torch.isfinite(new).all():
+                new = Identity().update(sweep)
+                fallbacks += 1
+            new = torch.cat([fx[:1], new[1:]])  # the leading point is exact: Φ of the fixed anchor
+
+            # Eq. 14 per point, and the leading run of accepted points (line 7).
+            scale = system.error_scale(new, indices + 1)
+            diff = (new - x[1:])[:, system.monitored] / scale
+            ratio = diff.pow(2).mean(dim=1).sqrt()
+            passed = ratio <= tol
+            passed[0] = True
+            shift = int(torch.cumprod(passed.to(torch.int64), 0).sum())
+            history["residuals"].append(float(ratio.max()))
+            history["point_residuals"].append(ratio.detach().cpu())
+            history["window_starts"].append(start)
+
+            ys[start + 1 : start + 1 + shift] = new[:shift]
+            old_end = start + p
+            x = torch.cat([x[:1], new])
+            start += shift
+            history["accepted"].append(start)
+            bar.update(shift)
+            bar.set_postfix(iteration=iterations, residual=f"{float(ratio.max()):.2e}")
+            if start >= N:
+                status = Status.CONVERGED
+                break
+            if iterations >= max_iters:
+                break
+            # Slide the window (line 10) and fill the points entering it (lines 8–9).
+            p = min(p, N - start)
+            x = x[shift : shift + p + 1]
+            x_start = start
+            need = start + p - old_end
+            if need > 0:
+                fresh = initializer.initialize(system, x[-1], old_end, need, cost)
+                x = torch.cat([x, fresh])
+            strategy.slide(shift)
+    finally:
+        bar.close()
+
+    converged = status is Status.CONVERGED
+    if not converged:
+        # Best iterate: accepted points, the window's iterate, initial guesses beyond it.
+        end = x_start + x.shape[0] - 1
+        ys[x_start + 1 : end + 1] = x[1:]
+        if end < N:
+            ys[end + 1 :] = initializer.initialize(system, x[-1], end, N - end, Cost())
+    solution = Solution(
+        ys=spec.trajectory(ys),
+        converged=converged,
+        status=status,
+        message=status.value.format(N=N, iterations=iterations, accepted=start),
+        iterations=iterations,
+        nfe=cost.nfe,
+        depth=cost.depth,
+        num_intervals=N,
+        fallbacks=fallbacks,
+        jacobian=strategy.name,
+        window=window,
+        tol=tol,
+        wall_time=time.perf_counter() - started,
+        **history,
+    )
+    if not converged and throw:
+        error = NonFiniteError if status is Status.NONFINITE else ConvergenceError
+        raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
+    return solution
+
+
+def sequential(system: BandedSystem) -> Solution:
+    """The reference: ``X_{n+1} = Φ_n(X_n)`` one interval after another (paper Eq. 7)."""
+    started = time.perf_counter()
+    if not isinstance(system, BandedSystem):
+        raise InputTypeError(f"system is a {type(system).__name__}; pass a pitsolve.BandedSystem.")
+    spec = system.spec
+    N = check_positive_int(system.num_intervals, "system.num_intervals")
+    K = system.steps_per_interval
+    ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
+    ys[0] = spec.flatten(system.initial_state)
+    for n in range(N):
+        idx = torch.tensor([n], device=spec.device)
+        ys[n + 1] = system.propagate_flat(ys[n : n + 1], idx)[0]
+        if not torch.isfinite(ys[n + 1]).all():
+            raise NonFiniteError(
+                f"the sequential solve produced NaN or Inf in interval {n} of {N}; "
+                "check the system for blow-up or lower the step size."
+            )
+    return Solution(
+        ys=spec.trajectory(ys),
+        converged=True,
+        status=Status.SEQUENTIAL,
+        message=Status.SEQUENTIAL.value.format(N=N),
+        iterations=N,
+        nfe=N * K,
+        depth=N * K,
+        num_intervals=N,
+        wall_time=time.perf_counter() - started,
+    )

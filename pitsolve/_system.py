@@ -1,0 +1,135 @@
+"""The banded system ``X_{n+1} = Φ_n(X_n)`` (paper Eq. 7–8, DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import abc
+import functools
+import warnings
+from typing import Tuple
+
+import torch
+
+from ._state import State, StateSpec
+
+__all__ = ["BandedSystem"]
+
+
+class BandedSystem(abc.ABC):
+    r"""A chain of propagators over N subintervals, read as a banded nonlinear system.
+
+    The unknowns ``X_1 … X_N`` solve (paper Definition 1, Eq. 8)::
+
+        X_0 = x0,      X_{n+1} − Φ_n(X_n) = 0,   n = 0 … N−1.
+
+    A subclass supplies
+
+    * :attr:`initial_state` — ``X_0`` (a tensor of any shape or a tuple of tensors),
+    * :attr:`num_intervals` — ``N``,
+    * :meth:`propagate` — ``Φ_n`` for a *batch* of states and interval indices in
+      one call: this is the part every sweep runs in parallel.
+
+    and may override :meth:`error_scale` (the ``s_n`` of the stopping rule Eq. 14),
+    :attr:`monitored` (which part of the flat state the rule reads),
+    :meth:`coarse_propagate` (the coarse propagator ``G_n`` of Parareal and of
+    the ``"coarse"`` initialiser) and :meth:`jvp_flat` (``J_n v``).
+
+    :attr:`steps_per_interval` and :attr:`coarse_steps` give the cost of one
+    ``Φ_n`` and one ``G_n`` in fine steps; ``depth`` and ``nfe`` of a
+    :class:`~pitsolve.Solution` count in these units (DESIGN.md §4).
+    """
+
+    #: Fine steps inside one ``Φ_n`` (for depth and NFE).
+    steps_per_interval: int = 1
+    #: Fine steps inside one coarse ``G_n`` (for depth and NFE).
+    coarse_steps: int = 1
+    #: The part of the flat state the stopping rule reads (default: all of it).
+    monitored: slice = slice(None)
+
+    @property
+    @abc.abstractmethod
+    def initial_state(self) -> State:
+        """``X_0``."""
+
+    @property
+    @abc.abstractmethod
+    def num_intervals(self) -> int:
+        """``N``, the number of subintervals (unknown boundary states)."""
+
+    @abc.abstractmethod
+    def propagate(self, states: State, indices: torch.Tensor) -> State:
+        """``Φ_{indices[b]}(states[b])`` for every ``b`` of the batch, in one call.
+
+        ``states`` is a batch ``[B, *shape]`` (or a tuple of them), ``indices`` a
+        ``LongTensor [B]`` of interval numbers in ``[0, N)``.  Must be
+        deterministic: the same state and index give the same result.
+        """
+
+    def coarse_propagate(self, states: State, indices: torch.Tensor) -> State:
+        """A cheap approximation ``G_n ≈ Φ_n`` (Parareal's coarse propagator)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no coarse propagator; pass one explicitly, "
+            "e.g. Parareal(coarse=my_coarse) or init=\"constant\"."
+        )
+
+    def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``s_n`` of Eq. 14 for flat states ``[B, D]``: broadcastable to ``[B, D_monitored]``.
+
+        Point n is accepted when ``RMS((X_n^{k+1} − X_n^k) / s_n) ≤ tol``.
+        """
+        return torch.ones((states.shape[0], 1), dtype=states.dtype, device=states.device)
+
+    # -- derived --------------------------------------------------------------
+    @functools.cached_property
+    def spec(self) -> StateSpec:
+        """Shapes, dtype and device of one state (validated once)."""
+        return StateSpec.of(self.initial_state, "initial_state")
+
+    def propagate_flat(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`propagate` on flat states ``[B, D]``."""
+        spec = self.spec
+        out = self.propagate(spec.unflatten_batch(x), indices)
+        spec.check_batch(out, x.shape[0], f"{type(self).__name__}.propagate")
+        return spec.flatten_batch(out)
+
+    def coarse_flat(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`coarse_propagate` on flat states ``[B, D]``."""
+        spec = self.spec
+        out = self.coarse_propagate(spec.unflatten_batch(x), indices)
+        spec.check_batch(out, x.shape[0], f"{type(self).__name__}.coarse_propagate")
+        return spec.flatten_batch(out)
+
+    def jvp_flat(
+        self, x: torch.Tensor, indices: torch.Tensor, tangents: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(Φ_n(x), J_n(x) · v)`` on flat states ``[B, D]`` (Prop. 3's Jacobian term).
+
+        Forward-mode AD (``torch.func.jvp``); code that forward mode cannot
+        trace falls back to the double-backward trick ``Jv = ∂/∂u ⟨J^T u, v⟩``.
+        """
+        fn = functools.partial(_call_flat, self, indices)
+        if not getattr(self, "_pitsolve_reverse_jvp", False):
+            try:
+                return torch.func.jvp(fn, (x,), (tangents,))
+            except (RuntimeError, NotImplementedError) as err:  # op without a forward-mode rule
+                warnings.warn(
+                    f"{type(self).__name__}: forward-mode JVP failed ({err}); "
+                    "using the double-backward JVP instead.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._pitsolve_reverse_jvp = True
+        return _double_backward_jvp(fn, x, tangents)
+
+
+def _call_flat(system: BandedSystem, indices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return system.propagate_flat(x, indices)
+
+
+def _double_backward_jvp(fn, x, v):
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        y = fn(xr)
+        u = torch.zeros_like(y, requires_grad=True)
+        (vjp,) = torch.autograd.grad(y, xr, u, create_graph=True)
+        (jv,) = torch.autograd.grad(vjp, u, v)
+    return y.detach(), jv.detach()

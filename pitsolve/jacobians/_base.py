@@ -1,0 +1,73 @@
+"""The interface every Jacobian strategy implements (DESIGN.md §1 table)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .._system import BandedSystem
+
+__all__ = ["JacobianStrategy", "Sweep", "Cost"]
+
+
+@dataclass
+class Cost:
+    """Work and critical-path length in fine steps (DESIGN.md §4)."""
+
+    nfe: int = 0
+    depth: int = 0
+
+
+@dataclass
+class Sweep:
+    r"""Everything a strategy sees in one iteration over the window.
+
+    The window holds the points ``start … start+p``; ``x[0]`` is the anchor
+    ``X_start`` (accepted, fixed) and ``x[i]`` the iterate ``X^k_{start+i}``.
+    ``fx[i] = Φ_{start+i}(x[i])`` for ``i = 0 … p−1`` were evaluated in one
+    batched call.  A strategy returns ``X^{k+1}_{start+1 … start+p}`` from
+
+    .. math:: X^{k+1}_{n+1} = Φ_n(X^k_n) + A_n (X^{k+1}_n − X^k_n),
+
+    i.e. ``x[1:] + δ`` with ``δ_{i+1} = b_i + A_i δ_i``, ``δ_0 = 0`` and
+    ``b_i = fx[i] − x[i+1]``; extra evaluations are added to ``cost``.
+    """
+
+    system: BandedSystem
+    start: int
+    indices: torch.Tensor
+    x: torch.Tensor
+    fx: torch.Tensor
+    cost: Cost
+
+    @property
+    def b(self) -> torch.Tensor:
+        """``b_i = Φ_i(X^k_i) − X^k_{i+1}``: the residual of Eq. 8 on the window."""
+        return self.fx - self.x[1:]
+
+    @property
+    def size(self) -> int:
+        return self.fx.shape[0]
+
+
+class JacobianStrategy(abc.ABC):
+    """An approximation ``A_n ≈ J_n = ∂Φ_n/∂X_n`` and the solve of its recurrence."""
+
+    #: The registry name.
+    name: ClassVar[str]
+
+    def reset(self, system: BandedSystem) -> None:
+        """Called once at the start of every solve (clear history)."""
+
+    def slide(self, shift: int) -> None:
+        """Called when the window's start advances by ``shift`` points."""
+
+    @abc.abstractmethod
+    def update(self, sweep: Sweep) -> torch.Tensor:
+        """Return the new iterate ``[p, D]`` for the window's points ``start+1 … start+p``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
