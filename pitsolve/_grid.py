@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
+
 import torch
 
 from ._errors import InputTypeError, InputValueError
 from ._state import StateSpec
 
-__all__ = ["check_grid", "check_positive_int"]
+__all__ = ["check_grid", "check_positive_int", "check_tolerances"]
 
 
 def check_grid(t, spec: StateSpec, *, increasing_only: bool = False) -> torch.Tensor:
@@ -57,8 +61,29 @@ def check_grid(t, spec: StateSpec, *, increasing_only: bool = False) -> torch.Te
 
 def check_positive_int(value, name: str) -> int:
     """``value`` as an int ≥ 1, or a typed error naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
         raise InputTypeError(f"{name}={value!r} is not an integer; pass an int >= 1.")
+    try:
+        value = operator.index(value)  # int, numpy and 0-d integer torch scalars
+    except TypeError:
+        raise InputTypeError(
+            f"{name}={value!r} is not an integer ({type(value).__name__}); pass an int >= 1."
+        ) from None
     if value < 1:
         raise InputValueError(f"{name}={value} must be >= 1.")
     return value
+
+
+def check_tolerances(atol, rtol) -> tuple:
+    """``(atol, rtol)`` as floats: finite, ``>= 0`` and not both 0, or a typed error naming them."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputTypeError(f"{name}={value!r} is not a real number; pass a float >= 0, e.g. {name}=1e-6.")
+        if not math.isfinite(value) or value < 0:
+            raise InputValueError(
+                f"{name}={value!r} must be a finite number >= 0 (an infinite or NaN scale "
+                f"would make the stopping rule accept or reject everything); e.g. {name}=1e-6."
+            )
+    if atol == 0 and rtol == 0:
+        raise InputValueError(f"atol={atol}, rtol={rtol}: both are 0; make at least one of them positive.")
+    return float(atol), float(rtol)

@@ -11,7 +11,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ._errors import InputTypeError, InputValueError
-from ._grid import check_grid, check_positive_int
+from ._grid import check_grid, check_positive_int, check_tolerances
 from ._state import State, StateSpec, _map
 from ._system import BandedSystem
 
@@ -82,11 +82,7 @@ class ODESystem(BandedSystem):
             )
         self.method = method
         self.substeps = check_positive_int(substeps, "substeps")
-        if atol < 0 or rtol < 0 or atol + rtol == 0:
-            raise InputValueError(
-                f"atol={atol}, rtol={rtol}: both must be >= 0 and not both 0."
-            )
-        self.atol, self.rtol = float(atol), float(rtol)
+        self.atol, self.rtol = check_tolerances(atol, rtol)
         self.func = func
         self.batched_func = bool(batched_func)
         self._y0 = y0
@@ -153,3 +149,9 @@ class ODESystem(BandedSystem):
                 "(then t has shape [B] and y shape [B, *y0.shape])."
             ) from err
         self._spec.check_batch(out, 1, "func")
+        for part in out if isinstance(out, tuple) else (out,):
+            if part.dtype != self._spec.dtype:
+                raise InputTypeError(
+                    f"func returned dtype {part.dtype} but y0 has dtype {self._spec.dtype}; "
+                    "return the dtype of y (e.g. create constants with .to(y))."
+                )

@@ -11,7 +11,7 @@ from torch import nn
 
 from ._brownian import GridBrownian
 from ._errors import InputTypeError, InputValueError
-from ._grid import check_grid, check_positive_int
+from ._grid import check_grid, check_positive_int, check_tolerances
 from ._state import StateSpec
 from ._system import BandedSystem
 
@@ -19,6 +19,8 @@ __all__ = ["SDESystem", "SDE_METHODS"]
 
 #: torchsde fixed-step methods that need no Lévy area and carry no state across steps.
 SDE_METHODS = ("euler", "milstein", "heun", "midpoint", "euler_heun")
+_NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
+_SDE_TYPES = ("ito", "stratonovich")
 
 
 class SDESystem(BandedSystem):
@@ -61,6 +63,11 @@ class SDESystem(BandedSystem):
                 )
         if not (hasattr(sde, "f") or hasattr(sde, "f_and_g")) or not (hasattr(sde, "g") or hasattr(sde, "f_and_g")):
             raise InputTypeError("sde must define f(t, y) and g(t, y) (or f_and_g); see torchsde.sdeint.")
+        for attr, allowed in (("noise_type", _NOISE_TYPES), ("sde_type", _SDE_TYPES)):
+            if getattr(sde, attr) not in allowed:
+                raise InputValueError(
+                    f"sde.{attr}={getattr(sde, attr)!r} is not one of {list(allowed)}; set it as for torchsde.sdeint."
+                )
         self._spec = StateSpec.of(y0, "y0")
         if isinstance(y0, tuple) or y0.dim() != 2:
             raise InputValueError(
@@ -75,11 +82,9 @@ class SDESystem(BandedSystem):
             )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputValueError(f"seed={seed!r} must be a non-negative int.")
-        if atol < 0 or rtol < 0 or atol + rtol == 0:
-            raise InputValueError(f"atol={atol}, rtol={rtol}: both must be >= 0 and not both 0.")
         self.sde, self.method, self.seed = sde, method, seed
         self.substeps = check_positive_int(substeps, "substeps")
-        self.atol, self.rtol = float(atol), float(rtol)
+        self.atol, self.rtol = check_tolerances(atol, rtol)
         self._y0 = y0
         self._noise_channels = self._infer_noise_channels()
         dtype, device = self._spec.dtype, self._spec.device
@@ -173,11 +178,28 @@ class SDESystem(BandedSystem):
         return g.shape[2]
 
     def _check_contract(self) -> None:
+        self._check_shapes()
         try:
             out = self.propagate(self._y0.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=self.t.device))
         except ValueError as err:
             raise InputValueError(f"torchsde rejected the SDE: {err}") from err
         self._spec.check_batch(out, 1, "the SDE step")
+
+    def _check_shapes(self) -> None:
+        """Call the drift and diffusion once on ``y0`` and name any shape that does not fit it."""
+        sde, t0, y0 = self.sde, self.t[0], self._y0
+        f = sde.f(t0, y0) if hasattr(sde, "f") else sde.f_and_g(t0, y0)[0]
+        g = sde.g(t0, y0) if hasattr(sde, "g") else sde.f_and_g(t0, y0)[1]
+        batch, d = self._spec.shapes[0]
+        m = self._noise_channels
+        expected_g = (batch, d) if sde.noise_type == "diagonal" else (batch, d, m)
+        for name, out, expected in (("f", f, (batch, d)), ("g", g, expected_g)):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            if got != expected:
+                raise InputValueError(
+                    f"sde.{name} returned shape {got} for y0 of shape {(batch, d)} and "
+                    f"noise_type={sde.noise_type!r}; make it return shape {expected}."
+                )
 
 
 class _RescaledSDE(nn.Module):

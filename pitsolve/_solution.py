@@ -48,8 +48,8 @@ class Solution:
         point_residuals: per iteration, the error ratio of each window point.
         window_starts: per iteration, the index of the window's first point.
         accepted: per iteration, the number of accepted points after it.
-        fallbacks: sweeps whose strategy update was non-finite and was
-            replaced by the identity update.
+        resets: sweeps in which non-finite iterates ahead of the front were
+            re-initialised from the last finite point (a divergence guard).
         wall_time: seconds from the start of the solve to the end.
     """
 
@@ -65,7 +65,7 @@ class Solution:
     point_residuals: List[torch.Tensor] = field(default_factory=list)
     window_starts: List[int] = field(default_factory=list)
     accepted: List[int] = field(default_factory=list)
-    fallbacks: int = 0
+    resets: int = 0
     wall_time: float = 0.0
     jacobian: Optional[str] = None
     window: Optional[int] = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Optional, Union
 
@@ -16,7 +17,6 @@ from ._grid import check_positive_int
 from ._solution import Solution, Status
 from ._system import BandedSystem
 from .jacobians._base import Cost, JacobianStrategy, Sweep
-from .jacobians._simple import Identity
 
 __all__ = ["solve", "sequential"]
 
@@ -82,7 +82,7 @@ def solve(
     p = N if window is None else check_positive_int(window, "window")
     if p > N:
         raise InputValueError(f"window={p} is larger than the number of intervals N={N}; pass window <= N or None.")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
         raise InputValueError(f"tol={tol!r} must be a finite number >= 0 (e.g. 1e-6).")
     max_iters = N if max_iters is None else check_positive_int(max_iters, "max_iters")
     strategy.reset(system)
@@ -93,7 +93,7 @@ def solve(
     ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
     ys[0] = spec.flatten(system.initial_state)
     x = torch.cat([ys[:1], initializer.initialize(system, ys[0], 0, p, cost)])
-    start, x_start, iterations, fallbacks = 0, 0, 0, 0
+    start, x_start, iterations, resets = 0, 0, 0, 0
     status = Status.MAX_ITERS
     history = dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
     bar = tqdm(total=N, disable=not progress, desc=f"pitsolve[{strategy.name}]", unit="pt", leave=False)
@@ -104,15 +104,12 @@ def solve(
             fx = system.propagate_flat(x[:-1], indices)
             cost.nfe += p * K
             cost.depth += K
-            if not torch.isfinite(fx).all():
+            finite = torch.isfinite(fx).all(dim=1)
+            if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
                 status = Status.NONFINITE
                 break
-            sweep = Sweep(system=system, start=start, indices=indices, x=x, fx=fx, cost=cost)
-            new = strategy.update(sweep)
-            if not torch.isfinite(new).all():
-                new = Identity().update(sweep)
-                fallbacks += 1
-            new = torch.cat([fx[:1], new[1:]])  # the leading point is exact: Φ of the fixed anchor
+            new, reset = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
+            resets += reset
 
             # Eq. 14 per point, and the leading run of accepted points (line 7).
             scale = system.error_scale(new, indices + 1)
@@ -165,7 +162,7 @@ def solve(
         nfe=cost.nfe,
         depth=cost.depth,
         num_intervals=N,
-        fallbacks=fallbacks,
+        resets=resets,
         jacobian=strategy.name,
         window=window,
         tol=tol,
@@ -176,6 +173,30 @@ def solve(
         error = NonFiniteError if status is Status.NONFINITE else ConvergenceError
         raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
     return solution
+
+
+def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
+    """The strategy's update on the window, guarded against non-finite iterates.
+
+    Iterates far ahead of the accepted front can diverge (Newton or Anderson
+    on a long horizon).  If ``Φ`` or the update is non-finite from row ``j``
+    on, the update is kept up to ``j`` and the rest of the window is filled
+    afresh by the initialiser from the last finite point.  The leading row
+    is ``Φ`` of the fixed anchor: exact, whatever the strategy did.
+    Returns the new iterate and whether a reset happened.
+    """
+    p = fx.shape[0]
+    j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
+    sweep = Sweep(system=system, start=start, indices=indices[:j], x=x[: j + 1], fx=fx[:j], cost=cost)
+    new = torch.cat([fx[:1], strategy.update(sweep)[1:]])
+    ok = torch.isfinite(new).all(dim=1)
+    if not bool(ok.all()):
+        j = int(torch.nonzero(~ok)[0])
+        new = new[:j]
+    if new.shape[0] == p:
+        return new, False
+    fresh = initializer.initialize(system, new[-1], start + new.shape[0], p - new.shape[0], cost)
+    return torch.cat([new, fresh]), True
 
 
 def sequential(system: BandedSystem) -> Solution:

@@ -49,6 +49,8 @@ class Dense(JacobianStrategy):
     name = "dense"
 
     def __init__(self, max_size: int = 256):
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise InputValueError(f"max_size={max_size!r} must be an int >= 1 (the largest state size D).")
         self.max_size = max_size
 
     def reset(self, system) -> None:
