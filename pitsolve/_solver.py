@@ -102,20 +102,19 @@ def solve(
             iterations += 1
             indices = torch.arange(start, start + p, device=spec.device)
             fx = system.propagate_flat(x[:-1], indices)
-            cost.nfe += p * K
+            cost.nfe += system.interval_cost(indices)
             cost.depth += K
             finite = torch.isfinite(fx).all(dim=1)
             if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
                 status = Status.NONFINITE
                 break
-            new, reset = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
-            resets += reset
+            new, valid = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
+            resets += valid < p
 
             # Eq. 14 per point, and the leading run of accepted points (line 7).
-            scale = system.error_scale(new, indices + 1)
-            diff = (new - x[1:])[:, system.monitored] / scale
-            ratio = diff.pow(2).mean(dim=1).sqrt()
+            ratio = system.error_ratio(new, x[1:], indices + 1)
             passed = ratio <= tol
+            passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
             passed[0] = True
             shift = int(torch.cumprod(passed.to(torch.int64), 0).sum())
             history["residuals"].append(float(ratio.max()))
@@ -183,7 +182,9 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
     on, the update is kept up to ``j`` and the rest of the window is filled
     afresh by the initialiser from the last finite point.  The leading row
     is ``Φ`` of the fixed anchor: exact, whatever the strategy did.
-    Returns the new iterate and whether a reset happened.
+    Returns the new iterate and the number of its leading rows that came from
+    the update (``p`` when nothing was reset); the re-initialised rows after
+    them must not pass the stopping rule in this sweep.
     """
     p = fx.shape[0]
     j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
@@ -194,9 +195,9 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
         j = int(torch.nonzero(~ok)[0])
         new = new[:j]
     if new.shape[0] == p:
-        return new, False
+        return new, p
     fresh = initializer.initialize(system, new[-1], start + new.shape[0], p - new.shape[0], cost)
-    return torch.cat([new, fresh]), True
+    return torch.cat([new, fresh]), new.shape[0]
 
 
 def sequential(system: BandedSystem) -> Solution:

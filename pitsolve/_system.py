@@ -78,6 +78,20 @@ class BandedSystem(abc.ABC):
         """
         return torch.ones((states.shape[0], 1), dtype=states.dtype, device=states.device)
 
+    def error_ratio(self, new: torch.Tensor, old: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The stopping rule's measure per point, ``[B]``; a point passes when it is ``≤ tol``.
+
+        Default (Eq. 14): ``RMS((new − old) / s_n)`` over the :attr:`monitored`
+        part, with ``s_n`` from :meth:`error_scale` at the new iterate.
+        ``new``/``old`` are flat ``[B, D]``; ``indices`` the points' numbers.
+        """
+        diff = (new - old)[:, self.monitored] / self.error_scale(new, indices)
+        return diff.pow(2).mean(dim=1).sqrt()
+
+    def interval_cost(self, indices: torch.Tensor) -> int:
+        """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
+        return int(indices.numel()) * self.steps_per_interval
+
     # -- derived --------------------------------------------------------------
     @functools.cached_property
     def spec(self) -> StateSpec:
