@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._ode import FIXED_GRID_METHODS, ODESystem
 from ._sde import SDE_METHODS, SDESystem
-from ._solution import Solution, Status
+from ._solution import Iteration, Solution, Status
 from ._solver import sequential, solve
 from ._state import StateSpec
 from ._system import BandedSystem
@@ -40,6 +40,7 @@ __all__ = [
     "StateSpec",
     "Solution",
     "Status",
+    "Iteration",
     "solve",
     "sequential",
     "odeint",

@@ -10,7 +10,7 @@ import torch
 
 from ._state import State
 
-__all__ = ["Solution", "Status"]
+__all__ = ["Solution", "Status", "Iteration"]
 
 
 class Status(enum.Enum):
@@ -83,3 +83,30 @@ class Solution:
             f"Solution(status={self.status.name}, iterations={self.iterations}, depth={self.depth}, "
             f"nfe={self.nfe}, N={self.num_intervals}, wall_time={self.wall_time:.3g}s)"
         )
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """What a ``callback`` of :func:`~pitsolve.solve` sees after each sweep.
+
+    Attributes:
+        iteration: the sweep's number (1-based).
+        start: index of the window's anchor point during the sweep.
+        iterate: the new iterate of points ``start+1 … start+p``, flat ``[p, D]``
+            (:attr:`states` gives it in the state's own structure).
+        ratio: each point's stopping measure (Eq. 14, ≤ tol passes).
+        accepted: the number of accepted points after the sweep.
+        spec: the state's :class:`~pitsolve.StateSpec`.
+    """
+
+    iteration: int
+    start: int
+    iterate: torch.Tensor
+    ratio: torch.Tensor
+    accepted: int
+    spec: object
+
+    @property
+    def states(self) -> State:
+        """The iterate as a batch of states ``[p, *shape]`` (a tuple for tuple states)."""
+        return self.spec.unflatten_batch(self.iterate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -14,7 +14,7 @@ from . import initializers as _initializers
 from . import jacobians as _jacobians
 from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
 from ._grid import check_positive_int
-from ._solution import Solution, Status
+from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
 from .jacobians._base import Cost, JacobianStrategy, Sweep
 
@@ -33,6 +33,7 @@ def solve(
     init=None,
     progress: bool = False,
     throw: bool = True,
+    callback: Optional[Callable[[Iteration], None]] = None,
 ) -> Solution:
     r"""Solve the banded system ``X_{n+1} = Φ_n(X_n)`` by parallel quasi-Newton sweeps.
 
@@ -66,6 +67,8 @@ def solve(
         progress: show a tqdm bar of accepted points, iteration and residual.
         throw: raise :class:`~pitsolve.ConvergenceError` when the solve does not
             converge; with ``False`` return the best iterate with its status.
+        callback: called after every sweep with an :class:`~pitsolve.Iteration`
+            (e.g. to record iterates for convergence plots).
 
     Returns:
         A :class:`~pitsolve.Solution`.
@@ -126,6 +129,8 @@ def solve(
             x = torch.cat([x[:1], new])
             start += shift
             history["accepted"].append(start)
+            if callback is not None:
+                callback(Iteration(iterations, start - shift, new, ratio, start, spec))
             bar.update(shift)
             bar.set_postfix(iteration=iterations, residual=f"{float(ratio.max()):.2e}")
             if start >= N:

@@ -18,7 +18,9 @@ class ExactJVP(JacobianStrategy):
     .. math:: X^{k+1}_{n+1} = Φ_n(X^k_n) + J_n(X^k_n)\,(X^{k+1}_n − X^k_n)
 
     The recurrence in ``δ`` is swept point by point, one JVP each, so its
-    depth grows with the window: a verification tool for small N.  On an
+    depth grows with the window: a verification tool for small N.  (On a
+    CPU each JVP also pays the Python overhead of forward-mode AD through
+    the integrator, so wall time is far above what the depth suggests.)  On an
     affine ``Φ`` it is exact in one iteration; on smooth problems it converges
     quadratically.
     """

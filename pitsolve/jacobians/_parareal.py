@@ -18,9 +18,9 @@ class Parareal(JacobianStrategy):
 
     .. math:: X^{k+1}_{n+1} = Φ_n(X^k_n) + G_n(X^{k+1}_n) − G_n(X^k_n)
 
-    ``G_n(X^k_n)`` runs batched beside ``Φ_n``; the correction
+    ``G_n(X^k_n)`` runs in one batched call; the correction
     ``G_n(X^{k+1}_n)`` is a sequential sweep of the cheap ``G`` over the window
-    (``p − 1`` coarse steps of depth).  Exact in one iteration when ``G = Φ``.
+    (``p`` coarse steps of depth in all).  Exact in one iteration when ``G = Φ``.
 
     Args:
         coarse: ``coarse(states, indices)`` with the call shape of
@@ -56,14 +56,15 @@ class Parareal(JacobianStrategy):
     def update(self, sweep: Sweep) -> torch.Tensor:
         system, x, idx, p = sweep.system, sweep.x, sweep.indices, sweep.size
         step_cost = self.cost if self.cost is not None else system.coarse_steps
-        g_old = self._g(system, x[:-1], idx)  # batched, same wave as Φ
-        sweep.cost.nfe += p * step_cost
-        new = [sweep.fx[0]]
-        for i in range(1, p):
-            g_new = self._g(system, new[-1].unsqueeze(0), idx[i : i + 1])[0]
-            new.append(sweep.fx[i] + g_new - g_old[i])
-        sweep.cost.nfe += (p - 1) * step_cost
-        sweep.cost.depth += (p - 1) * step_cost
+        new = [sweep.fx[0]]  # Φ of the fixed anchor; row 0 needs no correction
+        if p > 1:
+            # G_i(X^k_i) for rows 1 … p−1 in one batched call: one more coarse wave.
+            g_old = self._g(system, x[1:-1], idx[1:])
+            for i in range(1, p):
+                g_new = self._g(system, new[-1].unsqueeze(0), idx[i : i + 1])[0]
+                new.append(sweep.fx[i] + g_new - g_old[i - 1])
+            sweep.cost.nfe += 2 * (p - 1) * step_cost
+            sweep.cost.depth += p * step_cost
         return torch.stack(new)
 
     def __repr__(self) -> str:
