@@ -1,0 +1,163 @@
+"""A Diffusers pipeline that samples in parallel: ``ParallelDiffusionPipeline.from_pipe(pipe)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+
+from pitsolve import InputValueError, Solution
+
+from .sampling import DEFAULT_TOL, parallel_sample, sequential_sample
+
+__all__ = ["ParallelDiffusionPipeline", "ParallelPipelineOutput"]
+
+
+@dataclass
+class ParallelPipelineOutput(BaseOutput):
+    """Images (PIL, numpy or latent tensors, per ``output_type``) and the solve's :class:`~pitsolve.Solution`."""
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
+    solution: Solution
+
+
+class ParallelDiffusionPipeline(DiffusionPipeline):
+    r"""Unconditional (``DDPMPipeline``-style) or text-to-image (Stable-Diffusion-style) sampling in parallel.
+
+    Build it from an existing pipeline's components, without copying weights::
+
+        pipe = StableDiffusionPipeline.from_pretrained(...).to("cuda")
+        ppipe = ParallelDiffusionPipeline.from_pipe(pipe)
+        image = ppipe("a photo of a church", num_inference_steps=50).images[0]
+
+    With a text encoder the prompt is encoded as Stable Diffusion does
+    (classifier-free guidance when ``guidance_scale > 1``); with a VAE the
+    latents are decoded.  Sampling runs :func:`parallel_sample`
+    (``parallel=False``: :func:`sequential_sample`, same noise); the solver
+    options (``intervals``, ``jacobian``, ``window``, ``tol``,
+    ``preconditioning_steps``, ``max_batch``) are passed through.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vae", "text_encoder", "tokenizer"]
+
+    def __init__(
+        self,
+        unet: Union[UNet2DModel, UNet2DConditionModel],
+        scheduler: Union[DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler],
+        vae: Optional[AutoencoderKL] = None,
+        text_encoder=None,
+        tokenizer=None,
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: Union[str, List[str]]) -> torch.Tensor:
+        """Prompt(s) → text-encoder hidden states, as Stable Diffusion's pipeline computes them."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise InputValueError("this pipeline has no text encoder/tokenizer; pass prompt_embeds instead of prompt.")
+        tokens = self.tokenizer(
+            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[None, str, List[str]] = None,
+        *,
+        batch_size: int = 1,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: Union[None, str, List[str]] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        class_labels: Optional[torch.Tensor] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        generator=None,
+        latents: Optional[torch.Tensor] = None,
+        eta: float = 0.0,
+        intervals: Optional[int] = None,
+        jacobian="identity",
+        window: Optional[int] = None,
+        tol: float = DEFAULT_TOL,
+        preconditioning_steps: int = 1,
+        max_batch: Optional[int] = None,
+        parallel: bool = True,
+        progress: bool = False,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        conditional = isinstance(self.unet, UNet2DConditionModel) or prompt is not None or prompt_embeds is not None
+        cond = uncond = None
+        if conditional:
+            if prompt_embeds is None:
+                if prompt is None:
+                    raise InputValueError("a conditional UNet needs prompt or prompt_embeds.")
+                prompt_embeds = self.encode_prompt(prompt)
+            batch_size = prompt_embeds.shape[0]
+            cond = prompt_embeds
+            if guidance_scale is not None and guidance_scale > 1.0:
+                if negative_prompt_embeds is None:
+                    negative = negative_prompt if negative_prompt is not None else ""
+                    if isinstance(negative, str):
+                        negative = [negative] * batch_size
+                    negative_prompt_embeds = self.encode_prompt(negative)
+                uncond = negative_prompt_embeds
+            else:
+                guidance_scale = None
+        else:
+            guidance_scale = None
+            if class_labels is not None:
+                batch_size = class_labels.shape[0]
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if height is not None or width is not None:
+            size = ((height or size[0] * self.vae_scale_factor) // self.vae_scale_factor,
+                    (width or size[1] * self.vae_scale_factor) // self.vae_scale_factor)
+        shape = (batch_size, self.unet.config.in_channels, *size)
+        sampler = parallel_sample if parallel else sequential_sample
+        samples, solution = sampler(
+            self.unet, self.scheduler, num_inference_steps=num_inference_steps, latents=latents,
+            generator=generator, shape=shape, intervals=intervals, jacobian=jacobian, window=window, tol=tol,
+            preconditioning_steps=preconditioning_steps, eta=eta, guidance_scale=guidance_scale,
+            encoder_hidden_states=cond, negative_encoder_hidden_states=uncond, class_labels=class_labels,
+            max_batch=max_batch, progress=progress,
+        )
+        images = self._decode(samples, output_type)
+        if not return_dict:
+            return images, solution
+        return ParallelPipelineOutput(images=images, solution=solution)
+
+    def _decode(self, samples: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return samples
+        if output_type not in ("pil", "np", "pt"):
+            raise InputValueError(f"output_type={output_type!r}; choose 'pil', 'np', 'pt' or 'latent'.")
+        if self.vae is not None:
+            z = samples.to(self.vae.dtype) / self.vae.config.scaling_factor
+            shift = getattr(self.vae.config, "shift_factor", None)
+            if shift:
+                z = z + shift
+            image = self.vae.decode(z).sample
+            return self.image_processor.postprocess(image, output_type=output_type)
+        return self.image_processor.postprocess(samples, output_type=output_type)

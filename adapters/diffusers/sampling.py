@@ -1,0 +1,239 @@
+"""``parallel_sample`` / ``sequential_sample``: a Diffusers UNet and scheduler, solved in parallel."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+import pitsolve
+from pitsolve import InputTypeError, InputValueError, Solution
+
+from ..diffusion.init import PosteriorInit
+from ..diffusion.system import DiffusionSystem
+from .models import UNetModel
+from .schedulers import rule_from_scheduler
+
+__all__ = ["parallel_sample", "sequential_sample", "build_system", "draw_noise", "DEFAULT_TOL"]
+
+#: δ of Eq. 14: a point is accepted when its RMS change is at most δ·σ_{t_n}.
+DEFAULT_TOL = 1e-2
+
+Generator = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def draw_noise(
+    shape, rule, generator: Generator, dtype, device, *, latents: bool = True
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The initial latents (unless ``latents=False``) and every fine step's noise, drawn up front.
+
+    The latents come first, then one draw of the sample's shape for each step
+    in ``rule.noise_steps`` — the order in which Diffusers' own sampling loop
+    draws them from the same generator, so both see the same numbers.  A list
+    of generators draws image by image (one generator each), as Diffusers does.
+    """
+    def randn():
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != shape[0]:
+                raise InputValueError(
+                    f"{len(generator)} generators for {shape[0]} images; pass one generator per image or one in all."
+                )
+            return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype).to(device) for g in generator])
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+    first = randn() if latents else None
+    if not bool(rule.noise_steps.any()):
+        return first, None
+    noise = torch.zeros((rule.num_steps, *shape), dtype=dtype, device=device)
+    for i in torch.nonzero(rule.noise_steps).flatten().tolist():
+        noise[i] = randn()
+    return first, noise
+
+
+def build_system(
+    unet,
+    scheduler,
+    *,
+    num_inference_steps: int,
+    latents: Optional[torch.Tensor] = None,
+    generator: Generator = None,
+    shape: Optional[Sequence[int]] = None,
+    intervals: Optional[int] = None,
+    eta: float = 0.0,
+    guidance_scale: Optional[float] = None,
+    encoder_hidden_states: Optional[torch.Tensor] = None,
+    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
+    class_labels: Optional[torch.Tensor] = None,
+    max_batch: Optional[int] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> DiffusionSystem:
+    """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator)."""
+    rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
+    device = _device_of(unet)
+    shape = _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels)
+    if latents is not None:
+        if not isinstance(latents, torch.Tensor):
+            raise InputTypeError(f"latents is a {type(latents).__name__}; pass a tensor of shape {tuple(shape)}.")
+        if not latents.is_floating_point():
+            raise InputTypeError(f"latents have dtype {latents.dtype}; pass floating-point latents (float32).")
+        if tuple(latents.shape) != tuple(shape):
+            raise InputValueError(f"latents have shape {tuple(latents.shape)}, expected {tuple(shape)}.")
+        state_dtype = dtype or latents.dtype
+        _, noise = draw_noise(shape, rule, generator, state_dtype, latents.device, latents=False)
+        latents = latents.to(state_dtype)
+    else:
+        # float64 models keep a float64 state; anything else (float32/16, bfloat16) a float32 one.
+        state_dtype = dtype or (torch.float64 if getattr(unet, "dtype", None) == torch.float64 else torch.float32)
+        latents, noise = draw_noise(shape, rule, generator, state_dtype, device)
+    latents = latents * float(getattr(scheduler, "init_noise_sigma", 1.0))
+    model = UNetModel(
+        unet, shape[0], class_labels=class_labels, encoder_hidden_states=encoder_hidden_states,
+        negative_encoder_hidden_states=negative_encoder_hidden_states, guidance_scale=guidance_scale,
+        max_batch=max_batch,
+    )
+    return DiffusionSystem(model, rule, latents, noise, intervals)
+
+
+def parallel_sample(
+    unet,
+    scheduler,
+    *,
+    num_inference_steps: int,
+    latents: Optional[torch.Tensor] = None,
+    generator: Generator = None,
+    shape: Optional[Sequence[int]] = None,
+    intervals: Optional[int] = None,
+    jacobian="identity",
+    window: Optional[int] = None,
+    tol: float = DEFAULT_TOL,
+    preconditioning_steps: int = 1,
+    eta: float = 0.0,
+    guidance_scale: Optional[float] = None,
+    encoder_hidden_states: Optional[torch.Tensor] = None,
+    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
+    class_labels: Optional[torch.Tensor] = None,
+    max_batch: Optional[int] = None,
+    max_iters: Optional[int] = None,
+    init=None,
+    progress: bool = False,
+    throw: bool = True,
+) -> Tuple[torch.Tensor, Solution]:
+    r"""Sample with a Diffusers UNet and scheduler by parallel-in-time iteration (ParaSolver).
+
+    The ``T = num_inference_steps`` steps of the scheduler's sampler are
+    grouped into ``intervals`` subintervals (N; default T) and solved as a
+    banded system with :func:`pitsolve.solve`: ``jacobian``, ``window``,
+    ``tol`` (δ of Eq. 14, relative to σ_{t_n}), ``max_iters`` as there.  The
+    start is the Eq. 17 initialisation with ``preconditioning_steps`` (M)
+    model steps, unless ``init`` gives another initialiser.  The result is
+    the sample :func:`sequential_sample` draws with the same arguments, to
+    the tolerance.
+
+    Args:
+        unet: a ``UNet2DModel``/``UNet2DConditionModel`` or a module with
+            their call signature.
+        scheduler: a ``DDPMScheduler``, ``DDIMScheduler`` or
+            ``DPMSolverMultistepScheduler`` (or a parallel variant); it is not
+            modified.
+        latents: initial noise ``[batch, C, H, W]``; otherwise drawn from
+            ``generator`` with ``shape`` (default: one image of the UNet's
+            configured size).
+        generator: a ``torch.Generator`` (or one per image) for the latents and
+            every step's noise (DDPM; DDIM with ``eta > 0``), drawn up front.
+        guidance_scale: classifier-free guidance weight; needs
+            ``encoder_hidden_states`` and, above 1, ``negative_encoder_hidden_states``.
+        max_batch: cap on the rows of one UNet call.
+
+    Returns:
+        ``(samples [batch, C, H, W], Solution)``.
+    """
+    system = build_system(
+        unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
+        shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
+        encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
+        class_labels=class_labels, max_batch=max_batch,
+    )
+    init = PosteriorInit(preconditioning_steps) if init is None else init
+    if isinstance(init, PosteriorInit):
+        init.reset(system)  # validate M against T before any model call
+    with torch.no_grad():
+        solution = pitsolve.solve(
+            system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw
+        )
+    return solution.y[0], solution
+
+
+def sequential_sample(
+    unet,
+    scheduler,
+    *,
+    num_inference_steps: int,
+    latents: Optional[torch.Tensor] = None,
+    generator: Generator = None,
+    shape: Optional[Sequence[int]] = None,
+    intervals: Optional[int] = None,
+    eta: float = 0.0,
+    guidance_scale: Optional[float] = None,
+    encoder_hidden_states: Optional[torch.Tensor] = None,
+    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
+    class_labels: Optional[torch.Tensor] = None,
+    max_batch: Optional[int] = None,
+    **ignored_parallel_options,
+) -> Tuple[torch.Tensor, Solution]:
+    """The sequential sampler with the same arguments and noise as :func:`parallel_sample`.
+
+    Options that only concern the parallel solve (``jacobian``, ``window``,
+    ``tol``, ``preconditioning_steps``, ``max_iters``, ``init``,
+    ``progress``, ``throw``) are accepted and ignored, so one set of keyword
+    arguments drives both samplers.
+    """
+    unknown = set(ignored_parallel_options) - _PARALLEL_ONLY
+    if unknown:
+        raise InputTypeError(f"sequential_sample got unexpected options {sorted(unknown)}.")
+    system = build_system(
+        unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
+        shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
+        encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
+        class_labels=class_labels, max_batch=max_batch,
+    )
+    with torch.no_grad():
+        solution = pitsolve.sequential(system)
+    return solution.y[0], solution
+
+
+_PARALLEL_ONLY = {"jacobian", "window", "tol", "preconditioning_steps", "max_iters", "init", "progress", "throw"}
+
+
+def _device_of(unet) -> torch.device:
+    device = getattr(unet, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return next(unet.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels) -> List[int]:
+    if shape is not None:
+        shape = [int(s) for s in shape]
+        if latents is not None and tuple(latents.shape) != tuple(shape):
+            raise InputValueError(
+                f"latents have shape {tuple(latents.shape)} but shape={tuple(shape)}; pass one or make them agree."
+            )
+        return shape
+    if latents is not None:
+        return list(latents.shape)
+    config = getattr(unet, "config", None)
+    size = getattr(config, "sample_size", None)
+    channels = getattr(config, "in_channels", None)
+    if size is None or channels is None:
+        raise InputValueError(
+            "cannot infer the latent shape from the model; pass shape=(batch, C, H, W) or latents."
+        )
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    batch = 1
+    for cond in (encoder_hidden_states, class_labels):
+        if isinstance(cond, torch.Tensor):
+            batch = cond.shape[0]
+    return [batch, channels, *size]

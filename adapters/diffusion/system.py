@@ -1,0 +1,218 @@
+"""A diffusion sampler as a banded system (paper Eq. 7–8 with DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from pitsolve import BandedSystem, InputTypeError, InputValueError
+from pitsolve._grid import check_positive_int
+
+__all__ = ["DiffusionSystem", "interval_boundaries"]
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def interval_boundaries(num_steps: int, intervals: int) -> torch.Tensor:
+    """Fine-step boundaries ``s_0 = 0 < s_1 < … < s_N = T`` of N near-equal subintervals.
+
+    Any ``1 ≤ N ≤ T``; when N does not divide T the lengths differ by at most one.
+    """
+    if isinstance(intervals, bool) or not isinstance(intervals, int):
+        raise InputTypeError(f"intervals={intervals!r} is not an int; pass 1 <= intervals <= {num_steps}.")
+    if not 1 <= intervals <= num_steps:
+        raise InputValueError(
+            f"intervals={intervals} is outside 1..{num_steps} (the number of sampling steps); "
+            f"pass N between 1 (sequential) and {num_steps} (one step per interval)."
+        )
+    return torch.tensor([(n * num_steps) // intervals for n in range(intervals + 1)], dtype=torch.long)
+
+
+class DiffusionSystem(BandedSystem):
+    r"""The T fine steps of a sampler grouped into N subintervals ``Φ_n`` (Eq. 7).
+
+    The state at boundary ``n`` is the tuple ``(x, x̂_0, h_1, …, h_m)``: the
+    sample, the clean-sample prediction of the last fine step before it
+    (Eq. 16; zeros at the start) and the multistep history of the rule
+    (``m = rule.history_size``).  Carrying the history makes ``Φ_n`` a
+    function of its input state alone, so the parallel solve reproduces the
+    sequential multistep sampler exactly, and carrying ``x̂_0`` gives the
+    Eq. 17 initialisation of points entering the window "the newest
+    prediction" at no model cost (Algorithm 1, line 8).
+
+    A batch of intervals is stepped together: fine step ``j`` of every
+    interval in the batch is **one** model call on all (interval, image)
+    rows, each with its own timestep.  When N does not divide T, intervals
+    are one step shorter or longer and the shorter ones sit out their last
+    step.  The stopping rule (Eq. 14) reads only ``x``:
+    ``RMS_image(ΔX_n) ≤ tol · σ_{t_n}``, the worst image deciding.
+
+    Args:
+        model: ``model(x [R, *S], t LongTensor [R]) -> output [R, *S]`` in the
+            rule's prediction type (see :mod:`pitsolve.adapters.diffusers` for
+            UNets and guidance).
+        rule: a :class:`~pitsolve.adapters.diffusion.rules.StepRule`.
+        latents: the initial noise ``x_{t_0}``, ``[batch, *S]``.
+        noise: ``[T, batch, *S]``, the standard-normal draw of every fine step
+            that takes one (``rule.noise_steps``); ``None`` if none does.
+        intervals: N (default T: one fine step per interval).
+    """
+
+    def __init__(
+        self,
+        model: ModelFn,
+        rule,
+        latents: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        intervals: Optional[int] = None,
+    ):
+        if not callable(model):
+            raise InputTypeError(f"model is a {type(model).__name__}; pass model(x, t) -> output.")
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.dim() < 2:
+            raise InputTypeError(
+                f"latents must be a floating tensor [batch, *sample_shape], got "
+                f"{type(latents).__name__}{tuple(latents.shape) if isinstance(latents, torch.Tensor) else ''}."
+            )
+        if not torch.isfinite(latents).all():
+            raise InputValueError("latents contain NaN or Inf; pass finite initial noise.")
+        T = rule.num_steps
+        self.model, self.rule, self.latents = model, rule, latents
+        self.boundaries = interval_boundaries(T, T if intervals is None else intervals)
+        lengths = self.boundaries[1:] - self.boundaries[:-1]
+        self._lengths = lengths.to(latents.device)
+        needs = bool(rule.noise_steps.any())
+        if needs:
+            if noise is None:
+                raise InputValueError(
+                    f"{type(rule).__name__} draws noise in {int(rule.noise_steps.sum())} steps but noise=None; "
+                    "pass noise [T, batch, *S] (parallel_sample draws it from the generator)."
+                )
+            if tuple(noise.shape) != (T, *latents.shape):
+                raise InputValueError(
+                    f"noise has shape {tuple(noise.shape)}, expected {(T, *latents.shape)} (steps, batch, *S)."
+                )
+            noise = noise.to(dtype=latents.dtype, device=latents.device)
+        self.noise = noise if needs else None
+        self._timesteps = rule.timesteps.to(latents.device)
+        sig = rule.sigma_boundary().to(torch.float64)
+        floor = sig[sig > 0].min() if bool((sig > 0).any()) else torch.tensor(1.0, dtype=torch.float64)
+        self._scale = sig.clamp_min(floor)[self.boundaries].to(device=latents.device)
+        self._parts = 2 + rule.history_size
+        self._sample_size = latents.numel()
+        self.monitored = slice(0, self._sample_size)
+
+    # -- BandedSystem -----------------------------------------------------------
+    @property
+    def initial_state(self) -> Tuple[torch.Tensor, ...]:
+        zeros = torch.zeros_like(self.latents)
+        return (self.latents,) + (zeros,) * (self._parts - 1)
+
+    @property
+    def num_intervals(self) -> int:
+        return self.boundaries.numel() - 1
+
+    @property
+    def steps_per_interval(self) -> int:  # type: ignore[override]
+        return int(self._lengths.max())
+
+    def interval_cost(self, indices: torch.Tensor) -> int:
+        return int(self._lengths[indices].sum())
+
+    def propagate(self, states, indices):
+        B, batch = indices.numel(), self.latents.shape[0]
+        parts = [p.reshape(B * batch, *p.shape[2:]) for p in states]
+        first = self.boundaries.to(indices.device)[indices]
+        lengths = self._lengths[indices]
+        for j in range(int(lengths.max())):
+            active = lengths > j
+            step = (first + j).repeat_interleave(batch)
+            if bool(active.all()):
+                parts = self.fine_step(parts, step)
+            else:
+                rows = active.repeat_interleave(batch)
+                moved = self.fine_step([p[rows] for p in parts], step[rows])
+                parts = [p.clone() for p in parts]
+                for p, m in zip(parts, moved):
+                    p[rows] = m
+        return tuple(p.reshape(B, batch, *p.shape[1:]) for p in parts)
+
+    def coarse_propagate(self, states, indices):
+        """One model call per interval: ``x̂_0`` at its start, then the posterior rollout (SRDS's coarse step)."""
+        B, batch = indices.numel(), self.latents.shape[0]
+        parts = [p.reshape(B * batch, *p.shape[2:]) for p in states]
+        first = self.boundaries.to(indices.device)[indices].repeat_interleave(batch)
+        x = parts[0]
+        x0 = self.rule.denoise(x, self._call_model(x, first), first)
+        parts = [x, x0, *parts[2:]]
+        lengths = self._lengths[indices]
+        for j in range(int(lengths.max())):
+            rows = (lengths > j).repeat_interleave(batch)
+            moved = self.fine_step([p[rows] for p in parts], (first + j)[rows], x0=parts[1][rows])
+            parts = [p.clone() for p in parts]
+            for p, m in zip(parts, moved):
+                p[rows] = m
+        return tuple(p.reshape(B, batch, *p.shape[1:]) for p in parts)
+
+    def jvp_flat(self, x, indices, tangents):
+        """``J_n v`` with attention in PyTorch's math kernel (the fused CPU/flash kernels have no forward-mode rule)."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            return super().jvp_flat(x, indices, tangents)
+
+    def error_ratio(self, new, old, indices):
+        B, batch = new.shape[0], self.latents.shape[0]
+        diff = (new - old)[:, self.monitored].reshape(B, batch, -1)
+        rms = diff.pow(2).mean(dim=2).sqrt().amax(dim=1)
+        return rms / self._scale[indices].to(rms.dtype)
+
+    # -- fine steps ---------------------------------------------------------------
+    def fine_step(self, parts, step: torch.Tensor, x0: Optional[torch.Tensor] = None):
+        """One fine step of rows ``(x, x̂_0, h…)`` ``[R, *S]`` at per-row step indices ``[R]``.
+
+        With ``x0`` given, the posterior step from that clean-sample prediction
+        (Eq. 15, no model call); otherwise one model call.
+        """
+        x, history = parts[0], tuple(parts[2:])
+        noise = self._noise_rows(step)
+        if x0 is None:
+            out = self._call_model(x, step)
+            x0 = self.rule.denoise(x, out, step)
+            x_next, history = self.rule.step(x, out, step, history, noise)
+        else:
+            x_next, history = self.rule.posterior_step(x, x0, step, history, noise)
+        return [x_next, x0, *history]
+
+    def _call_model(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        out = self.model(x, self._timesteps[step])
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise InputValueError(
+                f"the model returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__} "
+                f"for input {tuple(x.shape)}; it must return the input's shape."
+            )
+        if not torch.isfinite(out).all():
+            raise pitsolve_nonfinite(step)
+        return out
+
+    def _noise_rows(self, step: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.noise is None:
+            return None
+        batch = self.latents.shape[0]
+        image = torch.arange(step.numel(), device=step.device) % batch
+        return self.noise[step, image]
+
+    def rows(self, state_flat: torch.Tensor):
+        """Flat states ``[B, D]`` → parts ``[B·batch, *S]``."""
+        parts = self.spec.unflatten_batch(state_flat)
+        return [p.reshape(-1, *p.shape[2:]) for p in parts]
+
+
+def pitsolve_nonfinite(step: torch.Tensor):
+    from pitsolve import NonFiniteError
+
+    return NonFiniteError(
+        f"the model returned NaN or Inf at fine step(s) {sorted(set(step.tolist()))[:8]}; "
+        "check the model weights and inputs (e.g. float16 overflow: run the model in float32 or bfloat16)."
+    )
