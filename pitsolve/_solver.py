@@ -111,11 +111,11 @@ def solve(
             if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
                 status = Status.NONFINITE
                 break
-            new, valid = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
+            new, valid, change = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
             resets += valid < p
 
             # Eq. 14 per point, and the leading run of accepted points (line 7).
-            ratio = system.error_ratio(new, x[1:], indices + 1)
+            ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)
             passed = ratio <= tol
             passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
             passed[0] = True
@@ -187,22 +187,25 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
     on, the update is kept up to ``j`` and the rest of the window is filled
     afresh by the initialiser from the last finite point.  The leading row
     is ``Φ`` of the fixed anchor: exact, whatever the strategy did.
-    Returns the new iterate and the number of its leading rows that came from
-    the update (``p`` when nothing was reset); the re-initialised rows after
-    them must not pass the stopping rule in this sweep.
+    Returns the new iterate, the number of its leading rows that came from
+    the update (``p`` when nothing was reset; the re-initialised rows after
+    them must not pass the stopping rule in this sweep) and the change the
+    stopping rule reads (:meth:`~pitsolve.jacobians.JacobianStrategy.change`).
     """
     p = fx.shape[0]
     j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
     sweep = Sweep(system=system, start=start, indices=indices[:j], x=x[: j + 1], fx=fx[:j], cost=cost)
     new = torch.cat([fx[:1], strategy.update(sweep)[1:]])
-    ok = torch.isfinite(new).all(dim=1)
+    change = strategy.change(sweep, new)
+    ok = torch.isfinite(new).all(dim=1) & torch.isfinite(change).all(dim=1)
     if not bool(ok.all()):
         j = int(torch.nonzero(~ok)[0])
-        new = new[:j]
+        new, change = new[:j], change[:j]
     if new.shape[0] == p:
-        return new, p
+        return new, p, change
     fresh = initializer.initialize(system, new[-1], start + new.shape[0], p - new.shape[0], cost)
-    return torch.cat([new, fresh]), new.shape[0]
+    change = torch.cat([change, fresh - x[1 + new.shape[0] :]])
+    return torch.cat([new, fresh]), new.shape[0], change
 
 
 def sequential(system: BandedSystem) -> Solution:

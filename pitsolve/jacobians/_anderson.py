@@ -58,6 +58,7 @@ class Anderson(JacobianStrategy):
         g = self._base.update(sweep)
         x = sweep.x[1:]
         r = g - x
+        self._residual = r
         self._past.append((sweep.start, x, r))
         if len(self._past) < 2:
             return g
@@ -65,9 +66,11 @@ class Anderson(JacobianStrategy):
         both = (mask[1:] & mask[:-1]).unsqueeze(-1).to(x.dtype)  # [m, p, 1]
         dx = (xs[1:] - xs[:-1]) * both  # [m, p, D]
         dr = (rs[1:] - rs[:-1]) * both
-        # Cumulative normal equations over the points up to n (triangular).
-        gram = torch.einsum("apd,bpd->pab", dr, dr).cumsum(0)  # [p, m, m]
-        rhs = torch.einsum("apd,pd->pa", dr, r).cumsum(0)  # [p, m]
+        # Cumulative normal equations over the points up to n (triangular), fitted on
+        # the part of the state the stopping rule reads (e.g. not a carried prediction).
+        mon = sweep.system.monitored
+        gram = torch.einsum("apd,bpd->pab", dr[..., mon], dr[..., mon]).cumsum(0)  # [p, m, m]
+        rhs = torch.einsum("apd,pd->pa", dr[..., mon], r[..., mon]).cumsum(0)  # [p, m]
         m = gram.shape[-1]
         eye = torch.eye(m, dtype=x.dtype, device=x.device)
         scale = torch.diagonal(gram, dim1=1, dim2=2).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
@@ -76,6 +79,16 @@ class Anderson(JacobianStrategy):
         gamma[0] = 0.0
         correction = torch.einsum("apd,pa->pd", dx + dr, gamma)
         return g - correction
+
+    def change(self, sweep: Sweep, new: torch.Tensor) -> torch.Tensor:
+        """The identity update's change ``r^k = G(X^k) − X^k``: the fixed-point residual.
+
+        The accelerated step itself can be small far from the solution (the
+        history damps it), so the stopping rule reads the residual, as ParaTAA does.
+        """
+        r = self._residual.clone()
+        r[0] = new[0] - sweep.x[1]
+        return r
 
     def slide(self, shift: int) -> None:
         """Nothing to do: history is aligned by absolute point index in :meth:`_aligned`."""

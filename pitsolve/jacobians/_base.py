@@ -69,5 +69,9 @@ class JacobianStrategy(abc.ABC):
     def update(self, sweep: Sweep) -> torch.Tensor:
         """Return the new iterate ``[p, D]`` for the window's points ``start+1 … start+p``."""
 
+    def change(self, sweep: Sweep, new: torch.Tensor) -> torch.Tensor:
+        """The per-point change ``[p, D]`` the stopping rule (Eq. 14) reads; default ``X^{k+1} − X^k``."""
+        return new - sweep.x[1:]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
