@@ -208,17 +208,20 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
     return torch.cat([new, fresh]), new.shape[0], change
 
 
-def sequential(system: BandedSystem) -> Solution:
-    """The reference: ``X_{n+1} = Φ_n(X_n)`` one interval after another (paper Eq. 7)."""
+def sequential(system: BandedSystem, *, progress: bool = False) -> Solution:
+    """The reference: ``X_{n+1} = Φ_n(X_n)`` one interval after another (paper Eq. 7).
+
+    ``progress`` shows a tqdm bar over the N intervals.
+    """
     started = time.perf_counter()
     if not isinstance(system, BandedSystem):
         raise InputTypeError(f"system is a {type(system).__name__}; pass a pitsolve.BandedSystem.")
     spec = system.spec
     N = check_positive_int(system.num_intervals, "system.num_intervals")
-    K = system.steps_per_interval
+    steps = system.interval_cost(torch.arange(N, device=spec.device))
     ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
     ys[0] = spec.flatten(system.initial_state)
-    for n in range(N):
+    for n in tqdm(range(N), disable=not progress, desc="sequential", unit="pt", leave=False):
         idx = torch.tensor([n], device=spec.device)
         ys[n + 1] = system.propagate_flat(ys[n : n + 1], idx)[0]
         if not torch.isfinite(ys[n + 1]).all():
@@ -232,8 +235,8 @@ def sequential(system: BandedSystem) -> Solution:
         status=Status.SEQUENTIAL,
         message=Status.SEQUENTIAL.value.format(N=N),
         iterations=N,
-        nfe=N * K,
-        depth=N * K,
+        nfe=steps,
+        depth=steps,
         num_intervals=N,
         wall_time=time.perf_counter() - started,
     )

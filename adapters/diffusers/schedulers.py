@@ -46,13 +46,13 @@ def _reject(config, key, allowed, why: str) -> None:
 def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0) -> StepRule:
     """The :class:`StepRule` that reproduces ``scheduler.step`` after ``set_timesteps(num_inference_steps)``.
 
-    A fresh scheduler is built from ``scheduler.config`` (the user's scheduler
-    is never mutated); its ``timesteps``, ``alphas_cumprod`` (DDPM/DDIM) or
-    ``sigmas`` (DPM-Solver, so Karras, exponential, beta and Lu-lambda grids
-    carry over) and its config settings (prediction type, clipping and
-    thresholding, variance type, ``set_alpha_to_one``, solver options) define
-    the rule.  ``eta`` is DDIM's ``η`` (``DDIMScheduler.step(eta=…)``) and must
-    be 0 for other schedulers.
+    A fresh scheduler is built from ``scheduler.config`` as it stands, in-place
+    patches included (the user's scheduler is never mutated); its
+    ``timesteps``, ``alphas_cumprod`` (DDPM/DDIM) or ``sigmas`` (DPM-Solver, so
+    Karras, exponential, beta and Lu-lambda grids carry over) and its config
+    settings (prediction type, clipping and thresholding, variance type,
+    ``set_alpha_to_one``, solver options) define the rule.  ``eta`` is DDIM's
+    ``η`` (``DDIMScheduler.step(eta=…)``) and must be 0 for other schedulers.
 
     Differences from the schedulers' own ``step`` are listed in the rules'
     docstrings (DDIM follows the actual schedule instead of a fixed stride;
@@ -68,7 +68,12 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0
             f"eta={eta} applies to DDIM only ({', '.join(_DDIM_LIKE)}); {name} takes eta=0. "
             "For ancestral sampling use a DDPMScheduler (or DDIM with eta=1)."
         )
-    fresh = type(scheduler).from_config(scheduler.config)
+    # Diffusers' from_config drops the keys listed in ``_use_default_values`` (settings left at their
+    # defaults when the scheduler was built), so a config patched in place afterwards — as
+    # StableDiffusionPipeline.__init__ does with steps_offset=1 and clip_sample=False — would lose
+    # the patch.  Without that list every key of the scheduler's live config is kept.
+    config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
+    fresh = type(scheduler).from_config(config)
     fresh.set_timesteps(num_inference_steps)
     config = fresh.config
     timesteps = fresh.timesteps.detach().cpu()
@@ -92,7 +97,13 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0
         )
     # DPMSolverMultistepScheduler
     _reject(config, "use_flow_sigmas", (False,), "flow-matching sigmas are not a VP schedule")
-    _reject(config, "variance_type", (None,), "learned variances are not read")
+    if config.get("variance_type") in ("learned", "learned_range"):
+        # Diffusers' DPM-Solver reads only these two values; any other (e.g. DDPM's "fixed_small",
+        # carried over by from_config) leaves the step unchanged there too.
+        raise InputValueError(
+            f"scheduler config variance_type={config.get('variance_type')!r} is not supported "
+            "(learned variances are not read); use a model without learned variance."
+        )
     if config.get("prediction_type") == "flow_prediction":
         raise InputValueError(
             "scheduler config prediction_type='flow_prediction' is not supported; supported: "

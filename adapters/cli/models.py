@@ -1,0 +1,61 @@
+"""Loading the model a CLI run samples from: the bundled digits DDPM or any local Diffusers folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UNet2DModel,
+)
+
+from diffusers.utils import logging as diffusers_logging
+
+from pitsolve import InputValueError
+
+__all__ = ["load_model", "make_scheduler", "SCHEDULERS", "DEFAULT_STEPS"]
+
+#: CLI name → (Diffusers class, extra config).
+SCHEDULERS = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+}
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 25}
+
+
+def load_model(path: Optional[str]) -> Tuple[UNet2DModel, object, str]:
+    """``(unet, scheduler, description)`` from a ``DDPMPipeline`` folder, a ``UNet2DModel`` folder or the default.
+
+    Everything is read from local files; nothing is downloaded.
+    """
+    if path is None:
+        from pitsolve.adapters.digits import MODEL_DIR
+
+        path, label = str(MODEL_DIR), "bundled digits DDPM"
+    else:
+        label = path
+    folder = Path(path)
+    diffusers_logging.disable_progress_bar()  # the loading bar is noise on a CLI that prints its own table
+    if (folder / "model_index.json").is_file():
+        pipe = DDPMPipeline.from_pretrained(folder, local_files_only=True)
+        return pipe.unet, pipe.scheduler, label
+    if (folder / "config.json").is_file():
+        unet = UNet2DModel.from_pretrained(folder, local_files_only=True)
+        sched_file = folder / "scheduler_config.json"
+        scheduler = DDPMScheduler.from_pretrained(folder) if sched_file.is_file() else DDPMScheduler()
+        return unet, scheduler, label
+    raise InputValueError(
+        f"--model {path}: no Diffusers pipeline (model_index.json) or UNet (config.json) there; "
+        "pass a folder written by save_pretrained, or leave --model out for the bundled digits model."
+    )
+
+
+def make_scheduler(name: str, base) -> object:
+    """The scheduler ``name`` built from ``base``'s config (its noise schedule and prediction type)."""
+    cls, extra = SCHEDULERS[name]
+    return cls.from_config(base.config, **extra)
