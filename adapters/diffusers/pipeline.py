@@ -20,11 +20,13 @@ from diffusers import (
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 
-from pitsolve import InputValueError, Solution
+from pitsolve import InputTypeError, InputValueError, Solution
 
 from .sampling import DEFAULT_TOL, parallel_sample, sequential_sample
 
 __all__ = ["ParallelDiffusionPipeline", "ParallelPipelineOutput"]
+
+_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae", "text_encoder", "tokenizer"]
+    _components = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
 
     def __init__(
         self,
@@ -68,6 +71,32 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, *, torch_dtype: Optional[torch.dtype] = None, **components):
+        """A parallel pipeline sharing ``pipeline``'s components (same objects, no copy, no cast).
+
+        Keyword arguments replace components (``scheduler=DDIMScheduler.from_config(...)``).
+        Diffusers' ``DiffusionPipeline.from_pipe`` casts the shared modules in place to
+        ``torch_dtype``, float32 by default, which would silently turn the source pipeline's
+        float16 (or float64) weights into float32; here they keep their dtype unless
+        ``torch_dtype`` is given.
+        """
+        unknown = sorted(set(components) - set(cls._components))
+        if unknown:
+            raise InputTypeError(
+                f"from_pipe got unknown components {unknown}; replaceable ones: {', '.join(cls._components)}."
+            )
+        source = pipeline.components if isinstance(pipeline, DiffusionPipeline) else {}
+        if not isinstance(pipeline, DiffusionPipeline) or source.get("unet") is None:
+            raise InputTypeError(
+                f"from_pipe needs a Diffusers pipeline with a unet, got {type(pipeline).__name__}; "
+                "or build ParallelDiffusionPipeline(unet=..., scheduler=...) directly."
+            )
+        new = cls(**{name: components.get(name, source.get(name)) for name in cls._components})
+        if torch_dtype is not None:
+            new.to(dtype=torch_dtype)
+        return new
+
     @torch.no_grad()
     def encode_prompt(self, prompt: Union[str, List[str]]) -> torch.Tensor:
         """Prompt(s) → text-encoder hidden states, as Stable Diffusion's pipeline computes them."""
@@ -77,7 +106,11 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
             prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
             return_tensors="pt",
         )
-        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+        device = self.text_encoder.device
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):  # as Stable Diffusion's encode_prompt
+            mask = tokens.attention_mask.to(device)
+        return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
 
     @torch.no_grad()
     def __call__(
@@ -107,6 +140,8 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ):
+        if output_type not in _OUTPUT_TYPES:  # before any model call
+            raise InputValueError(f"output_type={output_type!r}; choose one of {', '.join(map(repr, _OUTPUT_TYPES))}.")
         conditional = isinstance(self.unet, UNet2DConditionModel) or prompt is not None or prompt_embeds is not None
         cond = uncond = None
         if conditional:
@@ -151,8 +186,6 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
     def _decode(self, samples: torch.Tensor, output_type: str):
         if output_type == "latent":
             return samples
-        if output_type not in ("pil", "np", "pt"):
-            raise InputValueError(f"output_type={output_type!r}; choose 'pil', 'np', 'pt' or 'latent'.")
         if self.vae is not None:
             z = samples.to(self.vae.dtype) / self.vae.config.scaling_factor
             shift = getattr(self.vae.config, "shift_factor", None)

@@ -70,14 +70,16 @@ def build_system(
     """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator)."""
     rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
     device = _device_of(unet)
-    shape = _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels)
     if latents is not None:
         if not isinstance(latents, torch.Tensor):
-            raise InputTypeError(f"latents is a {type(latents).__name__}; pass a tensor of shape {tuple(shape)}.")
+            raise InputTypeError(
+                f"latents is a {type(latents).__name__}; pass a floating-point torch.Tensor [batch, C, H, W]."
+            )
         if not latents.is_floating_point():
             raise InputTypeError(f"latents have dtype {latents.dtype}; pass floating-point latents (float32).")
-        if tuple(latents.shape) != tuple(shape):
-            raise InputValueError(f"latents have shape {tuple(latents.shape)}, expected {tuple(shape)}.")
+    shape = _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels)
+    _check_shape_fits_model(unet, shape, "latents" if latents is not None else "shape")
+    if latents is not None:
         state_dtype = dtype or latents.dtype
         _, noise = draw_noise(shape, rule, generator, state_dtype, latents.device, latents=False)
         latents = latents.to(state_dtype)
@@ -214,9 +216,40 @@ def _device_of(unet) -> torch.device:
         return torch.device("cpu")
 
 
+def _check_shape_fits_model(unet, shape: Sequence[int], what: str) -> None:
+    """Reject a sample shape the model cannot take, before any model call.
+
+    Checked where the model declares it: ``config.sample_shape`` (e.g.
+    :class:`~pitsolve.adapters.diffusion.GaussianMixtureDenoiser`) fixes every
+    axis after the batch; ``config.in_channels`` (Diffusers UNets) fixes
+    ``[batch, C, H, W]`` with ``C = in_channels`` (any ``H, W``).
+    """
+    shape = tuple(shape)
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise InputValueError(f"{what} has shape {shape}; pass [batch, *sample_shape] with positive sizes.")
+    config = getattr(unet, "config", None)
+    sample_shape = getattr(config, "sample_shape", None)
+    if sample_shape is not None:
+        if shape[1:] != tuple(sample_shape):
+            raise InputValueError(
+                f"{what} has shape {shape} but the model takes samples of shape {tuple(sample_shape)}; "
+                f"pass [batch, {', '.join(map(str, sample_shape))}]."
+            )
+        return
+    channels = getattr(config, "in_channels", None)
+    if isinstance(channels, int) and (len(shape) != 4 or shape[1] != channels):
+        raise InputValueError(
+            f"{what} has shape {shape} but the UNet takes [batch, {channels}, H, W] (in_channels={channels}); "
+            f"pass latents or shape of that form."
+        )
+
+
 def _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels) -> List[int]:
     if shape is not None:
-        shape = [int(s) for s in shape]
+        try:
+            shape = [int(s) for s in shape]
+        except (TypeError, ValueError):
+            raise InputTypeError(f"shape={shape!r} is not a sequence of ints; pass (batch, C, H, W).") from None
         if latents is not None and tuple(latents.shape) != tuple(shape):
             raise InputValueError(
                 f"latents have shape {tuple(latents.shape)} but shape={tuple(shape)}; pass one or make them agree."
