@@ -3,7 +3,9 @@
 A sequential solve ``X_{n+1} = Φ_n(X_n)`` is read as a banded nonlinear system
 and solved by quasi-Newton sweeps in which all ``Φ_n`` of a sweep run in one
 batched call.  The Jacobian approximation is pluggable
-(:mod:`pitsolve.jacobians`); the answer is the sequential one.
+(:mod:`pitsolve.jacobians`); the answer is the sequential one.  The calls of
+a sweep can be spread over several devices (``solve(..., devices=[...])``) or
+over the ranks of ``torch.distributed`` (:mod:`pitsolve.distributed`).
 
 >>> import torch, pitsolve
 >>> system = pitsolve.ODESystem(lambda t, y: -y, torch.ones(3, dtype=torch.float64),
@@ -13,16 +15,19 @@ batched call.  The Jacobian approximation is pluggable
 True
 """
 
-from . import initializers, jacobians
+from . import distributed, initializers, jacobians
 from ._brownian import GridBrownian
 from ._convenience import odeint, sdeint
 from ._errors import (
     ConvergenceError,
+    DistributedError,
     InputTypeError,
     InputValueError,
     NonFiniteError,
     PitsolveError,
+    RankMismatchError,
 )
+from ._execution import ExecutionStats, Executor, LocalExecutor, MultiDeviceExecutor
 from ._ode import FIXED_GRID_METHODS, ODESystem
 from ._sde import SDE_METHODS, SDESystem
 from ._solution import Iteration, Solution, Status
@@ -47,6 +52,11 @@ __all__ = [
     "sdeint",
     "jacobians",
     "initializers",
+    "distributed",
+    "Executor",
+    "LocalExecutor",
+    "MultiDeviceExecutor",
+    "ExecutionStats",
     "FIXED_GRID_METHODS",
     "SDE_METHODS",
     "PitsolveError",
@@ -54,4 +64,6 @@ __all__ = [
     "InputTypeError",
     "ConvergenceError",
     "NonFiniteError",
+    "DistributedError",
+    "RankMismatchError",
 ]

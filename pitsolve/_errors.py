@@ -15,6 +15,8 @@ __all__ = [
     "InputTypeError",
     "ConvergenceError",
     "NonFiniteError",
+    "DistributedError",
+    "RankMismatchError",
 ]
 
 
@@ -44,3 +46,19 @@ class ConvergenceError(PitsolveError, RuntimeError):
 
 class NonFiniteError(ConvergenceError, FloatingPointError):
     """NaN or Inf appeared in the initial state or in a propagated state."""
+
+
+class DistributedError(PitsolveError, RuntimeError):
+    """A solve spread over ranks or devices failed: a rank died, timed out, raised, or fell out of step.
+
+    ``ranks`` holds the ranks found at fault (empty when none could be named).
+    The same error type is raised on every surviving rank.
+    """
+
+    def __init__(self, message: str, ranks=()):
+        super().__init__(message)
+        self.ranks = tuple(ranks)
+
+
+class RankMismatchError(DistributedError, ValueError):
+    """The ranks of a distributed solve were given different systems or settings (checked at the start)."""

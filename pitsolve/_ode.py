@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import torch
@@ -10,6 +11,7 @@ from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
 from ._grid import check_grid, check_positive_int, check_tolerances
 from ._state import State, StateSpec, _map
@@ -116,6 +118,27 @@ class ODESystem(BandedSystem):
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * states[:, self.monitored].abs()
+
+    def to(self, device) -> "ODESystem":
+        """A replica on ``device``: ``y0`` and ``t`` moved, ``func`` moved if it is an ``nn.Module``.
+
+        A plain function is shared and must work on tensors of any device
+        (create constants with ``.to(y)``).  ``self`` is not modified.
+        """
+        new = replica(self, device, ("_y0", "t", "_s", "_s_coarse", "func"))
+        new._spec = dataclasses.replace(self._spec, device=new.t.device)
+        return new
+
+    def fingerprint(self):
+        return {
+            **super().fingerprint(),
+            "t": digest(self.t),
+            "method": self.method,
+            "substeps": str(self.substeps),
+            "atol, rtol": f"{self.atol!r}, {self.rtol!r}",
+            "func": digest(self.func),
+            "batched_func": str(self.batched_func),
+        }
 
     # -- internals ------------------------------------------------------------
     def _batched(self, tt: torch.Tensor, y: State) -> State:

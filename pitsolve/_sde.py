@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torchsde
 from torch import nn
 
 from ._brownian import GridBrownian
+from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
 from ._grid import check_grid, check_positive_int, check_tolerances
 from ._state import StateSpec
@@ -136,6 +138,27 @@ class SDESystem(BandedSystem):
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * states[:, self.monitored].abs()
+
+    def to(self, device) -> "SDESystem":
+        """A replica on ``device``: ``y0`` and ``t`` moved, ``sde`` moved if it is an ``nn.Module``.
+
+        The Brownian path is drawn on the CPU from ``(seed, n)`` whatever the
+        device, so every replica sees the same path.  ``self`` is not modified.
+        """
+        new = replica(self, device, ("_y0", "t", "_s", "sde"))
+        new._spec = dataclasses.replace(self._spec, device=new.t.device)
+        return new
+
+    def fingerprint(self):
+        return {
+            **super().fingerprint(),
+            "t": digest(self.t),
+            "method": self.method,
+            "substeps": str(self.substeps),
+            "seed": str(self.seed),
+            "atol, rtol": f"{self.atol!r}, {self.rtol!r}",
+            "sde": f"{digest(self.sde)} ({self.sde.noise_type}, {self.sde.sde_type})",
+        }
 
     # -- the fixed Brownian path ----------------------------------------------
     def increments(self, indices: torch.Tensor) -> torch.Tensor:

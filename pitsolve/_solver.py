@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
 
+from . import _execution
 from . import initializers as _initializers
 from . import jacobians as _jacobians
+from ._devices import digest, plain_repr
 from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
+from ._execution import Executor
 from ._grid import check_positive_int
 from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
@@ -34,6 +37,8 @@ def solve(
     progress: bool = False,
     throw: bool = True,
     callback: Optional[Callable[[Iteration], None]] = None,
+    devices: Optional[Sequence] = None,
+    executor: Optional[Executor] = None,
 ) -> Solution:
     r"""Solve the banded system ``X_{n+1} = Φ_n(X_n)`` by parallel quasi-Newton sweeps.
 
@@ -69,6 +74,18 @@ def solve(
             converge; with ``False`` return the best iterate with its status.
         callback: called after every sweep with an :class:`~pitsolve.Iteration`
             (e.g. to record iterates for convergence plots).
+        devices: spread each sweep over these devices of this process, e.g.
+            ``["cuda:0", "cuda:1"]`` (:class:`~pitsolve.MultiDeviceExecutor`):
+            the system is replicated once per device with
+            :meth:`~pitsolve.BandedSystem.to`, each sweep's window is split
+            over the replicas and evaluated concurrently, and the loop state,
+            the result included, stays on the first device.  ``None``: one
+            batched call where the system lives.
+        executor: where the batched calls run, as an
+            :class:`~pitsolve.Executor` (e.g.
+            :class:`pitsolve.distributed.DistributedExecutor`; its ``stats``
+            hold the time in model calls and in communication); not together
+            with ``devices``.
 
     Returns:
         A :class:`~pitsolve.Solution`.
@@ -80,7 +97,6 @@ def solve(
         )
     strategy = _jacobians.get(jacobian)
     initializer = _initializers.get(init)
-    spec = system.spec
     N = check_positive_int(system.num_intervals, "system.num_intervals")
     p = N if window is None else check_positive_int(window, "window")
     if p > N:
@@ -88,8 +104,34 @@ def solve(
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
         raise InputValueError(f"tol={tol!r} must be a finite number >= 0 (e.g. 1e-6).")
     max_iters = N if max_iters is None else check_positive_int(max_iters, "max_iters")
+    executor = _execution.resolve(devices, executor)
+    settings = {
+        "jacobian": f"{plain_repr(strategy)} {digest(strategy)}",
+        "init": f"{plain_repr(initializer)} {digest(initializer)}",
+        "window": repr(window),
+        "tol": repr(float(tol)),
+        "max_iters": repr(max_iters),
+        "throw": repr(bool(throw)),
+    }
+    system = executor.start(system, settings)  # the system the loop runs on (first device)
+    try:
+        solution = _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress,
+                            callback, started)
+        solution = executor.finish(solution)
+    finally:
+        executor.close()
+    if not solution.converged and throw:
+        error = NonFiniteError if solution.status is Status.NONFINITE else ConvergenceError
+        raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
+    return solution
+
+
+def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress, callback, started):
+    """Algorithm 1 on the executor's system: the loop of :func:`solve`, after its checks."""
+    spec = system.spec
     strategy.reset(system)
     initializer.reset(system)
+    routed = executor.route(system)
 
     K = system.steps_per_interval
     cost = Cost()
@@ -99,19 +141,20 @@ def solve(
     start, x_start, iterations, resets = 0, 0, 0, 0
     status = Status.MAX_ITERS
     history = dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
-    bar = tqdm(total=N, disable=not progress, desc=f"pitsolve[{strategy.name}]", unit="pt", leave=False)
+    bar = tqdm(total=N, disable=not (progress and executor.leader), desc=f"pitsolve[{strategy.name}]",
+               unit="pt", leave=False)
     try:
         while True:
             iterations += 1
             indices = torch.arange(start, start + p, device=spec.device)
-            fx = system.propagate_flat(x[:-1], indices)
+            fx = executor.propagate(x[:-1], indices)  # line 4: the parallel part
             cost.nfe += system.interval_cost(indices)
             cost.depth += K
             finite = torch.isfinite(fx).all(dim=1)
             if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
                 status = Status.NONFINITE
                 break
-            new, valid, change = _update(strategy, system, initializer, start, indices, x, fx, finite, cost)
+            new, valid, change = _update(strategy, routed, system, initializer, start, indices, x, fx, finite, cost)
             resets += valid < p
 
             # Eq. 14 per point, and the leading run of accepted points (line 7).
@@ -173,13 +216,10 @@ def solve(
         wall_time=time.perf_counter() - started,
         **history,
     )
-    if not converged and throw:
-        error = NonFiniteError if status is Status.NONFINITE else ConvergenceError
-        raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
     return solution
 
 
-def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
+def _update(strategy, routed, system, initializer, start, indices, x, fx, finite, cost):
     """The strategy's update on the window, guarded against non-finite iterates.
 
     Iterates far ahead of the accepted front can diverge (Newton or Anderson
@@ -187,6 +227,8 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
     on, the update is kept up to ``j`` and the rest of the window is filled
     afresh by the initialiser from the last finite point.  The leading row
     is ``Φ`` of the fixed anchor: exact, whatever the strategy did.
+    ``routed`` is the system as the strategies see it (batched calls through
+    the executor), ``system`` the loop's own.
     Returns the new iterate, the number of its leading rows that came from
     the update (``p`` when nothing was reset; the re-initialised rows after
     them must not pass the stopping rule in this sweep) and the change the
@@ -194,8 +236,12 @@ def _update(strategy, system, initializer, start, indices, x, fx, finite, cost):
     """
     p = fx.shape[0]
     j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
-    sweep = Sweep(system=system, start=start, indices=indices[:j], x=x[: j + 1], fx=fx[:j], cost=cost)
+    sweep = Sweep(system=routed, start=start, indices=indices[:j], x=x[: j + 1], fx=fx[:j], cost=cost)
     new = torch.cat([fx[:1], strategy.update(sweep)[1:]])
+    if system.passive is not None:
+        # Parts Φ does not read (its Jacobian columns there are zero): take Φ's value (A = 0).
+        new = new.clone()
+        new[:, system.passive] = fx[: new.shape[0], system.passive]
     change = strategy.change(sweep, new)
     ok = torch.isfinite(new).all(dim=1) & torch.isfinite(change).all(dim=1)
     if not bool(ok.all()):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 import functools
 import warnings
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
+from ._errors import InputTypeError
 from ._state import State, StateSpec
 
 __all__ = ["BandedSystem"]
@@ -44,6 +45,10 @@ class BandedSystem(abc.ABC):
     coarse_steps: int = 1
     #: The part of the flat state the stopping rule reads (default: all of it).
     monitored: slice = slice(None)
+    #: A part of the flat state that ``Φ`` carries but does not read (e.g. a prediction kept
+    #: for the initialiser): its Jacobian columns are zero, so every strategy takes
+    #: ``Φ``'s value there (``A = 0``) instead of extrapolating it.  ``None``: no such part.
+    passive: Optional[slice] = None
 
     @property
     @abc.abstractmethod
@@ -91,6 +96,42 @@ class BandedSystem(abc.ABC):
     def interval_cost(self, indices: torch.Tensor) -> int:
         """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
         return int(indices.numel()) * self.steps_per_interval
+
+    # -- execution (DESIGN.md §3): replicas on other devices, fingerprints across ranks ---------
+    def to(self, device) -> "BandedSystem":
+        """A replica of this system on ``device``, for ``solve(..., devices=[...])``.
+
+        Must return a *new* system whose tensors and modules live on
+        ``device`` and leave ``self`` untouched; ``nn.Module`` parts are moved
+        with :func:`pitsolve._devices.to_device` (shared when already there,
+        else copied).  The default raises: a system says how it is moved.
+        """
+        raise InputTypeError(
+            f"{type(self).__name__} does not say how to move it to {device}; implement "
+            f"{type(self).__name__}.to(device) returning a copy on that device (see ODESystem.to), "
+            "or solve it where it lives (devices=None)."
+        )
+
+    def fingerprint(self) -> Dict[str, str]:
+        """What must agree across the ranks of a distributed solve, as ``{field: short string}``.
+
+        The default covers the class, N, the state's shapes and dtype, the
+        costs and an exact digest of ``X_0``; subclasses add their settings
+        (grid, method, noise, model weights).  Compared once at the start of
+        :func:`pitsolve.distributed.solve`.
+        """
+        from ._devices import digest
+
+        spec = self.spec
+        return {
+            "system": f"{type(self).__module__}.{type(self).__qualname__}",
+            "num_intervals": str(self.num_intervals),
+            "state": f"{spec.describe()}, {spec.dtype}, on {spec.device.type}",
+            "steps_per_interval": str(self.steps_per_interval),
+            "coarse_steps": str(self.coarse_steps),
+            "monitored": repr(self.monitored),
+            "initial_state": digest(self.initial_state),
+        }
 
     # -- derived --------------------------------------------------------------
     @functools.cached_property

@@ -1,4 +1,10 @@
-"""Smoke tests: every README snippet and the example script run as shipped (STYLE.md item 11)."""
+"""Smoke tests: every README and docs/*.md snippet and the example script run as shipped (STYLE.md item 11).
+
+Every ```python block runs in a fresh namespace, in a temporary working directory.  A block whose
+fence is directly preceded by the line ``<!-- continues the previous block -->`` is a continuation
+(e.g. a function defined in one block and called in the next): it runs after the block(s) it
+continues, in their namespace.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import pitsolve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 DEMO = ROOT / "examples" / "ode_demo.py"
 
 # A point is accepted when RMS(ΔX_n / s_n) <= tol with s_n = 1 + |X_n| (ODESystem's defaults).
@@ -23,9 +30,39 @@ DEMO = ROOT / "examples" / "ode_demo.py"
 DEMO_TOL = 1e-8
 ERROR_BOUND = 100 * DEMO_TOL
 
+#: The line that marks a ```python block as the continuation of the one before it.
+CONTINUES = "<!-- continues the previous block -->"
+
+
+def python_blocks(path):
+    """``(code, continues)`` for every ```python block of a Markdown file, in order."""
+    text = path.read_text(encoding="utf-8")
+    blocks = []
+    for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.M | re.S):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        blocks.append((match.group(1), before.strip() == CONTINUES))
+    return blocks
+
 
 def readme_blocks():
-    return re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.M | re.S)
+    return [code for code, _ in python_blocks(README)]
+
+
+def docs_blocks():
+    """``(file name, block index)`` of every ```python block in docs/*.md (whatever pages exist)."""
+    return [(page.name, i) for page in sorted(DOCS.glob("*.md")) for i in range(len(python_blocks(page)))]
+
+
+def run_block(path, index):
+    """Run block ``index`` of ``path`` in a fresh namespace, after the blocks it continues."""
+    blocks = python_blocks(path)
+    first = index
+    while blocks[first][1]:
+        assert first > 0, f"{path.name}: python block 0 cannot continue a previous block"
+        first -= 1
+    namespace = {"__name__": f"{path.stem}_block_{index}"}
+    for i in range(first, index + 1):
+        exec(compile(blocks[i][0], f"{path.name}[python block {i}]", "exec"), namespace)
 
 
 def test_readme_has_python_blocks():
@@ -35,8 +72,18 @@ def test_readme_has_python_blocks():
 @pytest.mark.parametrize("index", range(len(readme_blocks())))
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = readme_blocks()[index]
-    exec(compile(code, f"README.md[python block {index}]", "exec"), {"__name__": f"readme_block_{index}"})
+    run_block(README, index)
+
+
+def test_docs_have_python_blocks():
+    pages = {page for page, _ in docs_blocks()}
+    assert {"index.md", "strategies.md", "api.md", "diffusers.md"} <= pages
+
+
+@pytest.mark.parametrize("page, index", docs_blocks(), ids=[f"{p}-{i}" for p, i in docs_blocks()])
+def test_docs_block_runs(page, index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_block(DOCS / page, index)
 
 
 def load_demo():

@@ -42,10 +42,10 @@ def load_model(path: Optional[str]) -> Tuple[UNet2DModel, object, str]:
     folder = Path(path)
     diffusers_logging.disable_progress_bar()  # the loading bar is noise on a CLI that prints its own table
     if (folder / "model_index.json").is_file():
-        pipe = DDPMPipeline.from_pretrained(folder, local_files_only=True)
+        pipe = DDPMPipeline.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
         return pipe.unet, pipe.scheduler, label
     if (folder / "config.json").is_file():
-        unet = UNet2DModel.from_pretrained(folder, local_files_only=True)
+        unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
         sched_file = folder / "scheduler_config.json"
         scheduler = DDPMScheduler.from_pretrained(folder) if sched_file.is_file() else DDPMScheduler()
         return unet, scheduler, label

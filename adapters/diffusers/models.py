@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from pitsolve import InputTypeError, InputValueError
+from pitsolve._devices import digest, replica
 
 __all__ = ["UNetModel"]
 
@@ -78,6 +79,22 @@ class UNetModel:
         self.uncond = negative_encoder_hidden_states
         self.max_batch = max_batch
         self.calls = 0
+
+    def to(self, device) -> "UNetModel":
+        """A copy on ``device`` (for a replica of the system): the UNet moved with
+        :func:`pitsolve._devices.to_device` (shared where it already lives), conditioning moved."""
+        new = replica(self, device, ("unet", "class_labels", "cond", "uncond"))
+        new.calls = 0
+        return new
+
+    def fingerprint(self):
+        """What must agree across ranks: the UNet's weights, the conditioning and the guidance."""
+        return {
+            "unet": digest(self.unet),
+            "conditioning": digest((self.class_labels, self.cond, self.uncond)),
+            "guidance_scale": repr(self.guidance_scale),
+            "batch_size, max_batch": f"{self.batch_size}, {self.max_batch}",
+        }
 
     @property
     def dtype(self) -> Optional[torch.dtype]:

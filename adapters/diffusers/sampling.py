@@ -66,8 +66,16 @@ def build_system(
     class_labels: Optional[torch.Tensor] = None,
     max_batch: Optional[int] = None,
     dtype: Optional[torch.dtype] = None,
+    devices: Optional[Sequence] = None,
 ) -> DiffusionSystem:
-    """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator)."""
+    """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator).
+
+    With ``devices``, the system is built where the UNet lives and returned
+    as its replica on ``devices[0]`` (:meth:`DiffusionSystem.to`; the UNet is
+    copied there if it lives elsewhere).  The noise is drawn on the CPU
+    from the generator as always, so the samples do not depend on the devices.
+    """
+    first = pitsolve.MultiDeviceExecutor(devices).devices[0] if devices is not None else None
     rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
     device = _device_of(unet)
     if latents is not None:
@@ -93,7 +101,8 @@ def build_system(
         negative_encoder_hidden_states=negative_encoder_hidden_states, guidance_scale=guidance_scale,
         max_batch=max_batch,
     )
-    return DiffusionSystem(model, rule, latents, noise, intervals)
+    system = DiffusionSystem(model, rule, latents, noise, intervals)
+    return system if first is None else system.to(first)
 
 
 def parallel_sample(
@@ -119,6 +128,8 @@ def parallel_sample(
     init=None,
     progress: bool = False,
     throw: bool = True,
+    devices: Optional[Sequence] = None,
+    executor: Optional[pitsolve.Executor] = None,
 ) -> Tuple[torch.Tensor, Solution]:
     r"""Sample with a Diffusers UNet and scheduler by parallel-in-time iteration (ParaSolver).
 
@@ -145,6 +156,14 @@ def parallel_sample(
         guidance_scale: classifier-free guidance weight; needs
             ``encoder_hidden_states`` and, above 1, ``negative_encoder_hidden_states``.
         max_batch: cap on the rows of one UNet call.
+        devices: spread each sweep over these devices, e.g. ``["cuda:0",
+            "cuda:1"]``: the UNet is replicated once per device and each
+            sweep's window split over the replicas (see :func:`pitsolve.solve`);
+            the samples come back on ``devices[0]``.
+        executor: a :class:`pitsolve.Executor` instead of ``devices``, e.g.
+            :class:`pitsolve.distributed.DistributedExecutor` under ``torchrun``
+            (every rank calls ``parallel_sample`` with the same arguments and
+            gets the same samples).
 
     Returns:
         ``(samples [batch, C, H, W], Solution)``.
@@ -153,14 +172,15 @@ def parallel_sample(
         unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
         shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
         encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
-        class_labels=class_labels, max_batch=max_batch,
+        class_labels=class_labels, max_batch=max_batch, devices=devices,
     )
     init = PosteriorInit(preconditioning_steps) if init is None else init
     if isinstance(init, PosteriorInit):
         init.reset(system)  # validate M against T before any model call
     with torch.no_grad():
         solution = pitsolve.solve(
-            system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw
+            system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw,
+            devices=devices, executor=executor,
         )
     return solution.y[0], solution
 
@@ -180,14 +200,16 @@ def sequential_sample(
     negative_encoder_hidden_states: Optional[torch.Tensor] = None,
     class_labels: Optional[torch.Tensor] = None,
     max_batch: Optional[int] = None,
+    devices: Optional[Sequence] = None,
     **ignored_parallel_options,
 ) -> Tuple[torch.Tensor, Solution]:
     """The sequential sampler with the same arguments and noise as :func:`parallel_sample`.
 
     Options that only concern the parallel solve (``jacobian``, ``window``,
     ``tol``, ``preconditioning_steps``, ``max_iters``, ``init``,
-    ``progress``, ``throw``) are accepted and ignored, so one set of keyword
-    arguments drives both samplers.
+    ``progress``, ``throw``, ``executor``) are accepted and ignored, so one set
+    of keyword arguments drives both samplers.  With ``devices``, the
+    sequential chain runs on ``devices[0]`` (there is nothing to spread).
     """
     unknown = set(ignored_parallel_options) - _PARALLEL_ONLY
     if unknown:
@@ -196,14 +218,16 @@ def sequential_sample(
         unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
         shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
         encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
-        class_labels=class_labels, max_batch=max_batch,
+        class_labels=class_labels, max_batch=max_batch, devices=devices,
     )
     with torch.no_grad():
         solution = pitsolve.sequential(system)
     return solution.y[0], solution
 
 
-_PARALLEL_ONLY = {"jacobian", "window", "tol", "preconditioning_steps", "max_iters", "init", "progress", "throw"}
+_PARALLEL_ONLY = {
+    "jacobian", "window", "tol", "preconditioning_steps", "max_iters", "init", "progress", "throw", "executor",
+}
 
 
 def _device_of(unet) -> torch.device:

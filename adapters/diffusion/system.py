@@ -8,6 +8,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from pitsolve import BandedSystem, InputTypeError, InputValueError
+from pitsolve._devices import digest, replica
 from pitsolve._grid import check_positive_int
 
 __all__ = ["DiffusionSystem", "interval_boundaries"]
@@ -102,6 +103,7 @@ class DiffusionSystem(BandedSystem):
         self._parts = 2 + rule.history_size
         self._sample_size = latents.numel()
         self.monitored = slice(0, self._sample_size)
+        self.passive = slice(self._sample_size, 2 * self._sample_size)  # the carried x̂_0: Φ reads only x and h
 
     # -- BandedSystem -----------------------------------------------------------
     @property
@@ -162,6 +164,28 @@ class DiffusionSystem(BandedSystem):
         with sdpa_kernel([SDPBackend.MATH]):
             return super().jvp_flat(x, indices, tangents)
 
+    def to(self, device) -> "DiffusionSystem":
+        """A replica on ``device`` for ``solve(..., devices=[...])``; ``self`` is not modified.
+
+        Latents, noise and tables are moved; the model is moved with
+        :func:`pitsolve._devices.to_device`: an ``nn.Module`` (or a wrapper such
+        as :class:`~pitsolve.adapters.diffusers.UNetModel` with its own ``to``)
+        is shared where it already lives and copied elsewhere.  The rule is
+        pure and device-agnostic, so replicas share it.
+        """
+        return replica(self, device, ("latents", "noise", "_lengths", "_timesteps", "_scale", "model"))
+
+    def fingerprint(self):
+        rule = self.rule
+        return {
+            **super().fingerprint(),
+            "rule": f"{rule!r} {digest(rule)}",
+            "rule timesteps, sigmas": digest((rule.timesteps, rule.sigma_boundary())),
+            "boundaries": digest(self.boundaries),
+            "noise": digest(self.noise),
+            "model": digest(self.model),
+        }
+
     def error_ratio(self, new, old, indices):
         B, batch = new.shape[0], self.latents.shape[0]
         diff = (new - old)[:, self.monitored].reshape(B, batch, -1)
@@ -192,8 +216,9 @@ class DiffusionSystem(BandedSystem):
                 f"the model returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__} "
                 f"for input {tuple(x.shape)}; it must return the input's shape."
             )
-        if not torch.isfinite(out).all():
-            raise pitsolve_nonfinite(step)
+        # A non-finite output is not raised here: on iterates far ahead of the accepted
+        # front it is the iteration's fault, and the solver re-initialises those points;
+        # at the front (or in the sequential solve) it ends the solve with NonFiniteError.
         return out
 
     def _noise_rows(self, step: torch.Tensor) -> Optional[torch.Tensor]:
@@ -207,12 +232,3 @@ class DiffusionSystem(BandedSystem):
         """Flat states ``[B, D]`` → parts ``[B·batch, *S]``."""
         parts = self.spec.unflatten_batch(state_flat)
         return [p.reshape(-1, *p.shape[2:]) for p in parts]
-
-
-def pitsolve_nonfinite(step: torch.Tensor):
-    from pitsolve import NonFiniteError
-
-    return NonFiniteError(
-        f"the model returned NaN or Inf at fine step(s) {sorted(set(step.tolist()))[:8]}; "
-        "check the model weights and inputs (e.g. float16 overflow: run the model in float32 or bfloat16)."
-    )
