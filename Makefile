@@ -18,8 +18,9 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the bundled digits DDPM sampled sequentially and in parallel (same noise).
 demo: $(STAMP)
-	$(PY) examples/ode_demo.py --out outputs/demo
+	$(VENV)/bin/pitsolve sample --output outputs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

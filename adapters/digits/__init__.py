@@ -1,0 +1,33 @@
+"""A bundled, really trained DDPM on scikit-learn's digits and a classifier that measures its samples.
+
+* :func:`load_digits_images` — the data: 16×16 one-channel images in [-1, 1], fixed train/test split.
+* :func:`load_pipeline`, ``MODEL_DIR`` — the trained ``DDPMPipeline`` (≈ 0.97 M-parameter
+  ``UNet2DModel``), loaded offline; :func:`sample_digits` runs it into a tensor.
+* :class:`DigitsClassifier`, :func:`load_classifier` — the bundled CNN classifier.
+* :func:`frechet_distance`, :func:`predicted_labels`, :func:`classifier_confidence` — sample quality.
+
+Both sets of weights are trained by the scripts in ``examples/``
+(``train_digits.py``, ``train_digits_classifier.py``).
+"""
+
+from .classifier import CLASSIFIER_DIR, DigitsClassifier, load_classifier, save_classifier
+from .data import load_digits_images
+from .metrics import classifier_confidence, classifier_features, frechet_distance, predicted_labels
+from .model import MODEL_DIR, UNET_CONFIG, build_unet, load_pipeline, sample_digits
+
+__all__ = [
+    "CLASSIFIER_DIR",
+    "MODEL_DIR",
+    "UNET_CONFIG",
+    "DigitsClassifier",
+    "build_unet",
+    "classifier_confidence",
+    "classifier_features",
+    "frechet_distance",
+    "load_classifier",
+    "load_digits_images",
+    "load_pipeline",
+    "predicted_labels",
+    "sample_digits",
+    "save_classifier",
+]
