@@ -45,7 +45,7 @@ class ConvergenceError(PitsolveError, RuntimeError):
 
 
 class NonFiniteError(ConvergenceError, FloatingPointError):
-    """NaN or Inf appeared in the initial state or in a propagated state."""
+    """NaN or Inf appeared in a propagated state (a non-finite initial state is an InputValueError)."""
 
 
 class DistributedError(PitsolveError, RuntimeError):
