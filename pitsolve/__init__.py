@@ -28,6 +28,7 @@ from ._errors import (
     RankMismatchError,
 )
 from ._execution import ExecutionStats, Executor, LocalExecutor, MultiDeviceExecutor
+from ._guard import Fallback, Guard
 from ._ode import FIXED_GRID_METHODS, ODESystem
 from ._sde import SDE_METHODS, SDESystem
 from ._solution import Iteration, Solution, Status
@@ -46,6 +47,8 @@ __all__ = [
     "Solution",
     "Status",
     "Iteration",
+    "Guard",
+    "Fallback",
     "solve",
     "sequential",
     "odeint",

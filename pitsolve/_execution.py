@@ -228,7 +228,11 @@ class MultiDeviceExecutor(Executor):
         for d in self.devices:
             if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
                 count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-                raise InputValueError(f"device {d} is not available (this process sees {count} CUDA device(s)).")
+                choices = f"cuda:0..cuda:{count - 1}, cpu" if count else "cpu"
+                raise InputValueError(
+                    f"device {d} is not available (this process sees {count} CUDA device(s)); "
+                    f"pass devices from {choices}, or devices=None."
+                )
         self._pool: Optional[ThreadPoolExecutor] = None
         self.replicas: List[BandedSystem] = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -34,7 +34,8 @@ class Solution:
 
     Attributes:
         ys: the N+1 boundary states ``X_0 … X_N`` stacked on a leading axis
-            (a tuple of such tensors for tuple states).
+            (a tuple of such tensors for tuple states); with
+            ``trajectory=False`` only ``X_0`` and ``X_N``.
         converged: whether every point was accepted.
         status: a :class:`Status`; ``message`` says it in words.
         iterations: parallel sweeps (sequential: N).
@@ -50,6 +51,12 @@ class Solution:
         accepted: per iteration, the number of accepted points after it.
         resets: sweeps in which non-finite iterates ahead of the front were
             re-initialised from the last finite point (a divergence guard).
+        fallbacks: the moves of the divergence guard down its ladder
+            (damped, identity, sequential), as :class:`~pitsolve.Fallback`
+            records; empty when the strategy ran throughout.
+        budget_sweeps: sweeps that used the identity update because the
+            strategy's extra depth would have exceeded the sequential
+            solve's (:class:`~pitsolve.Guard`, ``budget``).
         wall_time: seconds from the start of the solve to the end.
     """
 
@@ -66,6 +73,8 @@ class Solution:
     window_starts: List[int] = field(default_factory=list)
     accepted: List[int] = field(default_factory=list)
     resets: int = 0
+    fallbacks: List[Any] = field(default_factory=list)
+    budget_sweeps: int = 0
     wall_time: float = 0.0
     jacobian: Optional[str] = None
     window: Optional[int] = None
@@ -79,9 +88,10 @@ class Solution:
         return self.ys[-1]
 
     def __repr__(self) -> str:
+        extra = f", fallbacks={[f.target for f in self.fallbacks]}" if self.fallbacks else ""
         return (
             f"Solution(status={self.status.name}, iterations={self.iterations}, depth={self.depth}, "
-            f"nfe={self.nfe}, N={self.num_intervals}, wall_time={self.wall_time:.3g}s)"
+            f"nfe={self.nfe}, N={self.num_intervals}{extra}, wall_time={self.wall_time:.3g}s)"
         )
 
 

@@ -10,13 +10,14 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from . import _execution
+from . import _execution, _guard
 from . import initializers as _initializers
 from . import jacobians as _jacobians
 from ._devices import digest, plain_repr
 from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
 from ._execution import Executor
 from ._grid import check_positive_int
+from ._guard import Guard, Ladder
 from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
 from .jacobians._base import Cost, JacobianStrategy, Sweep
@@ -39,6 +40,8 @@ def solve(
     callback: Optional[Callable[[Iteration], None]] = None,
     devices: Optional[Sequence] = None,
     executor: Optional[Executor] = None,
+    guard: Union[bool, Guard] = True,
+    trajectory: bool = True,
 ) -> Solution:
     r"""Solve the banded system ``X_{n+1} = Φ_n(X_n)`` by parallel quasi-Newton sweeps.
 
@@ -86,6 +89,18 @@ def solve(
             :class:`pitsolve.distributed.DistributedExecutor`; its ``stats``
             hold the time in model calls and in communication); not together
             with ``devices``.
+        guard: the divergence guards (:class:`~pitsolve.Guard`): on a blow-up
+            or a growing residual the sweep is damped, then replaced by the
+            identity update, then by the sequential sweep (recorded in
+            ``Solution.fallbacks``), and a strategy's extra sequential depth
+            is spent only while the sweeps stay within the sequential solve's
+            depth ``N·K`` (``Solution.budget_sweeps``).  ``True``: the default
+            :class:`~pitsolve.Guard`; ``False``: the bare strategy, e.g. to
+            study its convergence.
+        trajectory: keep every accepted point in ``Solution.ys`` (``N+1``
+            rows).  ``False`` keeps only ``X_0`` and ``X_N`` (two rows) and
+            no per-point residual history, so that memory is bounded by the
+            window rather than by ``N``.
 
     Returns:
         A :class:`~pitsolve.Solution`.
@@ -104,6 +119,11 @@ def solve(
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
         raise InputValueError(f"tol={tol!r} must be a finite number >= 0 (e.g. 1e-6).")
     max_iters = N if max_iters is None else check_positive_int(max_iters, "max_iters")
+    if callback is not None and not callable(callback):
+        raise InputTypeError(f"callback={callback!r} is not callable; pass a function of one Iteration, or None.")
+    guard = _guard.resolve(guard)
+    if not isinstance(trajectory, bool):
+        raise InputTypeError(f"trajectory={trajectory!r} must be True (keep X_0 … X_N) or False (X_0 and X_N only).")
     executor = _execution.resolve(devices, executor)
     settings = {
         "jacobian": f"{plain_repr(strategy)} {digest(strategy)}",
@@ -112,11 +132,13 @@ def solve(
         "tol": repr(float(tol)),
         "max_iters": repr(max_iters),
         "throw": repr(bool(throw)),
+        "guard": repr(guard),
+        "trajectory": repr(trajectory),
     }
     system = executor.start(system, settings)  # the system the loop runs on (first device)
     try:
         solution = _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress,
-                            callback, started)
+                            callback, started, guard, trajectory)
         solution = executor.finish(solution)
     finally:
         executor.close()
@@ -126,18 +148,24 @@ def solve(
     return solution
 
 
-def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress, callback, started):
+def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress, callback, started,
+             guard, trajectory):
     """Algorithm 1 on the executor's system: the loop of :func:`solve`, after its checks."""
     spec = system.spec
     strategy.reset(system)
     initializer.reset(system)
     routed = executor.route(system)
+    ladder = Ladder(guard, strategy, system)
+    floor = max(tol, 10 * torch.finfo(spec.dtype).eps)  # stopping measures below it are round-off
 
     K = system.steps_per_interval
     cost = Cost()
-    ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
-    ys[0] = spec.flatten(system.initial_state)
-    x = torch.cat([ys[:1], initializer.initialize(system, ys[0], 0, p, cost)])
+    x0 = spec.flatten(system.initial_state)
+    # The accepted points: all of them, or (trajectory=False) the newest one only, so that
+    # memory is bounded by the window rather than by N.
+    ys = torch.empty((N + 1 if trajectory else 2, spec.size), dtype=spec.dtype, device=spec.device)
+    ys[0] = x0
+    x = torch.cat([x0.unsqueeze(0), initializer.initialize(system, x0, 0, p, cost)])
     start, x_start, iterations, resets = 0, 0, 0, 0
     status = Status.MAX_ITERS
     history = dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
@@ -146,16 +174,20 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
     try:
         while True:
             iterations += 1
+            current = ladder.choose(start, p)
             indices = torch.arange(start, start + p, device=spec.device)
             fx = executor.propagate(x[:-1], indices)  # line 4: the parallel part
             cost.nfe += system.interval_cost(indices)
+            before = cost.depth
             cost.depth += K
             finite = torch.isfinite(fx).all(dim=1)
             if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
                 status = Status.NONFINITE
                 break
-            new, valid, change = _update(strategy, routed, system, initializer, start, indices, x, fx, finite, cost)
-            resets += valid < p
+            new, valid, change = _update(current, routed, system, initializer, start, indices, x, fx, finite, cost)
+            ladder.charge(cost.depth - before)
+            reset = valid < p
+            resets += reset
 
             # Eq. 14 per point, and the leading run of accepted points (line 7).
             ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)
@@ -163,11 +195,22 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
             passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
             passed[0] = True
             shift = int(torch.cumprod(passed.to(torch.int64), 0).sum())
-            history["residuals"].append(float(ratio.max()))
-            history["point_residuals"].append(ratio.detach().cpu())
+            residual = float(ratio.max())
+            steps = None
+            if ladder.compares_steps and valid == p:
+                # The sweep's step against the identity update's (free: a cumulative sum of drifts).
+                drift_sum = x[0] + torch.cumsum(fx - x[:-1], dim=0)
+                steps = (float(system.error_ratio(new, x[1:], indices + 1).max()),
+                         max(float(system.error_ratio(drift_sum, x[1:], indices + 1).max()), floor))
+            history["residuals"].append(residual)
+            if trajectory:
+                history["point_residuals"].append(ratio.detach().cpu())
             history["window_starts"].append(start)
 
-            ys[start + 1 : start + 1 + shift] = new[:shift]
+            if trajectory:
+                ys[start + 1 : start + 1 + shift] = new[:shift]
+            else:
+                ys[1] = new[shift - 1]
             old_end = start + p
             x = torch.cat([x[:1], new])
             start += shift
@@ -175,7 +218,7 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
             if callback is not None:
                 callback(Iteration(iterations, start - shift, new, ratio, start, spec))
             bar.update(shift)
-            bar.set_postfix(iteration=iterations, residual=f"{float(ratio.max()):.2e}")
+            bar.set_postfix(iteration=iterations, residual=f"{residual:.2e}")
             if start >= N:
                 status = Status.CONVERGED
                 break
@@ -185,11 +228,20 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
             p = min(p, N - start)
             x = x[shift : shift + p + 1]
             x_start = start
-            need = start + p - old_end
-            if need > 0:
-                fresh = initializer.initialize(system, x[-1], old_end, need, cost)
-                x = torch.cat([x, fresh])
-            strategy.slide(shift)
+            if ladder.watch(iterations, start, start - shift, ratio, bool(reset), floor, steps):
+                # Down a rung: discard the unaccepted iterates, restart them from the front.
+                if ladder.sequential:
+                    p, initializer = 1, _initializers.Constant()
+                x = torch.cat([x[:1], initializer.initialize(system, x[0], start, p, cost)])
+                bar.set_description(f"pitsolve[{ladder.strategy.name}]")
+            else:
+                need = start + p - old_end
+                if need > 0:
+                    fresh = initializer.initialize(system, x[-1], old_end, need, cost)
+                    x = torch.cat([x, fresh])
+            current.slide(shift)
+            if current is not ladder.strategy:
+                ladder.strategy.slide(shift)
     finally:
         bar.close()
 
@@ -197,9 +249,13 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
     if not converged:
         # Best iterate: accepted points, the window's iterate, initial guesses beyond it.
         end = x_start + x.shape[0] - 1
-        ys[x_start + 1 : end + 1] = x[1:]
-        if end < N:
-            ys[end + 1 :] = initializer.initialize(system, x[-1], end, N - end, Cost())
+        rest = initializer.initialize(system, x[-1], end, N - end, Cost()) if end < N else x[-1:]
+        if trajectory:
+            ys[x_start + 1 : end + 1] = x[1:]
+            if end < N:
+                ys[end + 1 :] = rest
+        else:
+            ys[1] = rest[-1]
     solution = Solution(
         ys=spec.trajectory(ys),
         converged=converged,
@@ -210,6 +266,8 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
         depth=cost.depth,
         num_intervals=N,
         resets=resets,
+        fallbacks=ladder.fallbacks,
+        budget_sweeps=ladder.budget_sweeps,
         jacobian=strategy.name,
         window=window,
         tol=tol,
@@ -254,10 +312,11 @@ def _update(strategy, routed, system, initializer, start, indices, x, fx, finite
     return torch.cat([new, fresh]), new.shape[0], change
 
 
-def sequential(system: BandedSystem, *, progress: bool = False) -> Solution:
+def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool = True) -> Solution:
     """The reference: ``X_{n+1} = Φ_n(X_n)`` one interval after another (paper Eq. 7).
 
-    ``progress`` shows a tqdm bar over the N intervals.
+    ``progress`` shows a tqdm bar over the N intervals; ``trajectory=False``
+    keeps only ``X_0`` and ``X_N`` (as in :func:`solve`).
     """
     started = time.perf_counter()
     if not isinstance(system, BandedSystem):
@@ -265,12 +324,15 @@ def sequential(system: BandedSystem, *, progress: bool = False) -> Solution:
     spec = system.spec
     N = check_positive_int(system.num_intervals, "system.num_intervals")
     steps = system.interval_cost(torch.arange(N, device=spec.device))
-    ys = torch.empty((N + 1, spec.size), dtype=spec.dtype, device=spec.device)
+    if not isinstance(trajectory, bool):
+        raise InputTypeError(f"trajectory={trajectory!r} must be True (keep X_0 … X_N) or False (X_0 and X_N only).")
+    ys = torch.empty((N + 1 if trajectory else 2, spec.size), dtype=spec.dtype, device=spec.device)
     ys[0] = spec.flatten(system.initial_state)
     for n in tqdm(range(N), disable=not progress, desc="sequential", unit="pt", leave=False):
         idx = torch.tensor([n], device=spec.device)
-        ys[n + 1] = system.propagate_flat(ys[n : n + 1], idx)[0]
-        if not torch.isfinite(ys[n + 1]).all():
+        i, j = (n, n + 1) if trajectory else (min(n, 1), 1)
+        ys[j] = system.propagate_flat(ys[i : i + 1], idx)[0]
+        if not torch.isfinite(ys[j]).all():
             raise NonFiniteError(
                 f"the sequential solve produced NaN or Inf in interval {n} of {N}; "
                 "check the system for blow-up or lower the step size."

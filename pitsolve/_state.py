@@ -44,6 +44,11 @@ class StateSpec:
                     f"{name}{f'[{i}]' if isinstance(state, tuple) else ''} is a {type(p).__name__}, "
                     "not a torch.Tensor; wrap it with torch.as_tensor(...)."
                 )
+            if p.is_complex():
+                raise InputTypeError(
+                    f"{name} has complex dtype {p.dtype}; pitsolve solves real states: pass the real and "
+                    f"imaginary parts as a real tensor, e.g. torch.view_as_real({name}), and do the same in func."
+                )
             if not p.is_floating_point():
                 raise InputTypeError(
                     f"{name} has dtype {p.dtype}; pass a floating-point tensor, e.g. {name}.double()."
@@ -57,6 +62,16 @@ class StateSpec:
         if len(devices) > 1:
             raise InputTypeError(
                 f"the parts of {name} lie on mixed devices {sorted(map(str, devices))}; move them to one device."
+            )
+        device = parts[0].device
+        if device.type == "meta":
+            raise InputTypeError(
+                f"{name} lies on the meta device, which holds no values; create it on a real device "
+                f"(cpu or cuda) or move it there, e.g. {name}.to('cpu')."
+            )
+        if sum(p.numel() for p in parts) == 0:
+            raise InputValueError(
+                f"{name} has no elements (shape {_describe(state)}); pass a state with at least one value."
             )
         for i, p in enumerate(parts):
             if not torch.isfinite(p).all():

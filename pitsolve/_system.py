@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import warnings
 from typing import Dict, Optional, Tuple
 
 import torch
 
-from ._errors import InputTypeError
+from ._errors import InputTypeError, PitsolveError
 from ._state import State, StateSpec
 
 __all__ = ["BandedSystem"]
@@ -140,16 +141,23 @@ class BandedSystem(abc.ABC):
         return StateSpec.of(self.initial_state, "initial_state")
 
     def propagate_flat(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """:meth:`propagate` on flat states ``[B, D]``."""
+        """:meth:`propagate` on flat states ``[B, D]``.
+
+        An exception raised inside :meth:`propagate` (by the user's ``func``,
+        ``sde`` or model) is re-raised unchanged, with a note naming the
+        intervals being propagated.
+        """
         spec = self.spec
-        out = self.propagate(spec.unflatten_batch(x), indices)
+        with _noting(self, "propagate", indices):
+            out = self.propagate(spec.unflatten_batch(x), indices)
         spec.check_batch(out, x.shape[0], f"{type(self).__name__}.propagate")
         return spec.flatten_batch(out)
 
     def coarse_flat(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """:meth:`coarse_propagate` on flat states ``[B, D]``."""
+        """:meth:`coarse_propagate` on flat states ``[B, D]`` (exceptions noted as in :meth:`propagate_flat`)."""
         spec = self.spec
-        out = self.coarse_propagate(spec.unflatten_batch(x), indices)
+        with _noting(self, "coarse_propagate", indices):
+            out = self.coarse_propagate(spec.unflatten_batch(x), indices)
         spec.check_batch(out, x.shape[0], f"{type(self).__name__}.coarse_propagate")
         return spec.flatten_batch(out)
 
@@ -174,6 +182,42 @@ class BandedSystem(abc.ABC):
                 )
                 self._pitsolve_reverse_jvp = True
         return _double_backward_jvp(fn, x, tangents)
+
+
+#: The first words of the note :func:`_noting` adds; a note is added once per exception.
+NOTE_PREFIX = "pitsolve: raised in "
+
+
+@contextlib.contextmanager
+def _noting(system: BandedSystem, method: str, indices: torch.Tensor):
+    """Re-raise a foreign exception from ``system.method`` unchanged, noting the intervals it was running.
+
+    The exception keeps its type (a user's ``except`` still catches it); its
+    note (PEP 678) says where in the solve it happened.  pitsolve's own errors
+    already say so and pass through untouched.
+    """
+    try:
+        yield
+    except PitsolveError:
+        raise
+    except Exception as err:
+        if not any(str(n).startswith(NOTE_PREFIX) for n in getattr(err, "__notes__", ())):
+            err.add_note(
+                f"{NOTE_PREFIX}{type(system).__name__}.{method} on {_intervals(indices)} of "
+                f"N={system.num_intervals}; the solve was abandoned and left no state behind: "
+                "fix the cause and solve again."
+            )
+        raise
+
+
+def _intervals(indices: torch.Tensor) -> str:
+    """``interval 3`` / ``intervals 3..7`` / ``intervals [1, 4, 6]`` for a LongTensor of interval numbers."""
+    n = [int(i) for i in indices.flatten().tolist()]
+    if len(n) == 1:
+        return f"interval {n[0]}"
+    if n == list(range(n[0], n[0] + len(n))):
+        return f"intervals {n[0]}..{n[-1]}"
+    return f"intervals {n[:8]}{'...' if len(n) > 8 else ''}"
 
 
 def _call_flat(system: BandedSystem, indices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

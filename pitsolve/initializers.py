@@ -102,14 +102,25 @@ class Trajectory(Initializer):
     name = "trajectory"
 
     def __init__(self, ys: State):
+        parts = ys if isinstance(ys, tuple) else (ys,)
+        if not all(isinstance(p, torch.Tensor) for p in parts):
+            raise InputTypeError("init trajectory must be a tensor (or tuple of tensors) [N+1, *shape].")
+        for p in parts:
+            if not p.is_floating_point():
+                raise InputTypeError(
+                    f"init trajectory has dtype {p.dtype}; pass a floating-point warm start of the "
+                    "state's dtype, e.g. init=ys.to(torch.float64)."
+                )
+            if p.device.type == "meta":
+                raise InputTypeError(
+                    "init trajectory lies on the meta device, which holds no values; pass it on the "
+                    "state's device, e.g. init=ys.to('cpu')."
+                )
         self.ys = ys
         self._flat: Optional[torch.Tensor] = None
 
     def reset(self, system):
         spec, N = system.spec, system.num_intervals
-        parts = self.ys if isinstance(self.ys, tuple) else (self.ys,)
-        if not all(isinstance(p, torch.Tensor) for p in parts):
-            raise InputTypeError("init trajectory must be a tensor (or tuple of tensors) [N+1, *shape].")
         try:
             spec.check_batch(self.ys, N + 1, "init trajectory")
         except InputValueError as err:

@@ -41,14 +41,21 @@ def load_model(path: Optional[str]) -> Tuple[UNet2DModel, object, str]:
         label = path
     folder = Path(path)
     diffusers_logging.disable_progress_bar()  # the loading bar is noise on a CLI that prints its own table
-    if (folder / "model_index.json").is_file():
-        pipe = DDPMPipeline.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
-        return pipe.unet, pipe.scheduler, label
-    if (folder / "config.json").is_file():
-        unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
-        sched_file = folder / "scheduler_config.json"
-        scheduler = DDPMScheduler.from_pretrained(folder) if sched_file.is_file() else DDPMScheduler()
-        return unet, scheduler, label
+    try:
+        if (folder / "model_index.json").is_file():
+            pipe = DDPMPipeline.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
+            return pipe.unet, pipe.scheduler, label
+        if (folder / "config.json").is_file():
+            unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
+            sched_file = folder / "scheduler_config.json"
+            scheduler = DDPMScheduler.from_pretrained(folder) if sched_file.is_file() else DDPMScheduler()
+            return unet, scheduler, label
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputValueError(
+            f"--model {path}: the folder could not be loaded ({type(err).__name__}: {reason}); "
+            "pass a DDPMPipeline or UNet2DModel folder written by save_pretrained."
+        ) from None
     raise InputValueError(
         f"--model {path}: no Diffusers pipeline (model_index.json) or UNet (config.json) there; "
         "pass a folder written by save_pretrained, or leave --model out for the bundled digits model."

@@ -46,6 +46,8 @@ import torch  # noqa: E402
 
 import pitsolve  # noqa: E402
 
+from . import checks  # noqa: E402
+
 MU = 1.0
 Y0 = (2.0, 0.0)
 T_END = 2.0
@@ -185,6 +187,10 @@ def run(args: argparse.Namespace) -> Dict:
             raise pitsolve.InputValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1.")
     if args.window is not None and not 1 <= args.window <= args.n_intervals:
         raise pitsolve.InputValueError(f"--window={args.window} must lie in 1..--n-intervals={args.n_intervals}.")
+    if not (math.isfinite(args.t_end) and args.t_end > 0):
+        raise pitsolve.InputValueError(f"--t-end={args.t_end} must be a finite number > 0, e.g. --t-end 2.")
+    checks.tolerance(args.tol)
+    checks.output_folder(args.out, "--out")
     dtype = DTYPES[args.dtype]
     system = build_system(args.n_intervals, args.substeps, dtype, args.t_end)
     N, K = system.num_intervals, system.steps_per_interval

@@ -17,6 +17,7 @@ from pitsolve import InputValueError
 from ..diffusers.sampling import DEFAULT_TOL, build_system
 from ..diffusion.init import PosteriorInit
 from .. import plots
+from . import checks
 from .models import DEFAULT_STEPS, SCHEDULERS, load_model, make_scheduler
 from .table import format_table
 
@@ -74,16 +75,13 @@ def _check(args) -> None:
         raise InputValueError(f"--window={args.window} must be >= 0 (0 = all N).")
     if args.preconditioning_steps < 0:
         raise InputValueError(f"--preconditioning-steps={args.preconditioning_steps} must be >= 0.")
-    if args.tol < 0:
-        raise InputValueError(f"--tol={args.tol} must be >= 0.")
+    checks.tolerance(args.tol)
     if args.seed < 0:
         raise InputValueError(f"--seed={args.seed} must be >= 0.")
     if args.eta != 0 and args.scheduler != "ddim":
         raise InputValueError(f"--eta={args.eta} applies to --scheduler ddim only.")
-    try:
-        torch.empty(0, device=args.device)
-    except (RuntimeError, ValueError) as err:
-        raise InputValueError(f"--device {args.device}: {str(err).splitlines()[0]}; use cpu or an available cuda:K.")
+    checks.device(args.device)
+    checks.output_folder(args.output, "--output")
 
 
 def run(args) -> Dict:
@@ -94,7 +92,8 @@ def run(args) -> Dict:
         raise InputValueError(f"--intervals={N} is larger than --steps={steps}; pass 1 <= N <= {steps}.")
     if args.preconditioning_steps > steps:
         raise InputValueError(
-            f"--preconditioning-steps={args.preconditioning_steps} is larger than --steps={steps}."
+            f"--preconditioning-steps={args.preconditioning_steps} is larger than --steps={steps}; "
+            f"pass 0 <= M <= {steps}."
         )
     unet, base, label = load_model(args.model)
     unet = unet.to(args.device).eval()

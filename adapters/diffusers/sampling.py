@@ -77,7 +77,13 @@ def build_system(
     """
     first = pitsolve.MultiDeviceExecutor(devices).devices[0] if devices is not None else None
     rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
+    _check_generator(generator)
     device = _device_of(unet)
+    if device.type == "meta" and not _offloaded(unet):
+        raise InputTypeError(
+            "the unet lies on the meta device (its weights are not loaded); load or move it to a real "
+            "device first, e.g. unet.to('cpu')."
+        )
     if latents is not None:
         if not isinstance(latents, torch.Tensor):
             raise InputTypeError(
@@ -85,6 +91,14 @@ def build_system(
             )
         if not latents.is_floating_point():
             raise InputTypeError(f"latents have dtype {latents.dtype}; pass floating-point latents (float32).")
+        # With devices the system is moved anyway; an offloaded UNet moves its weights at each call.
+        known = _known_device(unet) if devices is None and not _offloaded(unet) else None
+        if latents.device.type == "meta" or (known is not None and latents.device != known):
+            target = known or (device if device.type != "meta" else torch.device("cpu"))
+            raise InputTypeError(
+                f"latents lie on {latents.device} but the unet on {target}; move them there, "
+                f"e.g. latents.to('{target}')."
+            )
     shape = _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels)
     _check_shape_fits_model(unet, shape, "latents" if latents is not None else "shape")
     if latents is not None:
@@ -130,6 +144,8 @@ def parallel_sample(
     throw: bool = True,
     devices: Optional[Sequence] = None,
     executor: Optional[pitsolve.Executor] = None,
+    guard=True,
+    trajectory: bool = True,
 ) -> Tuple[torch.Tensor, Solution]:
     r"""Sample with a Diffusers UNet and scheduler by parallel-in-time iteration (ParaSolver).
 
@@ -164,6 +180,11 @@ def parallel_sample(
             :class:`pitsolve.distributed.DistributedExecutor` under ``torchrun``
             (every rank calls ``parallel_sample`` with the same arguments and
             gets the same samples).
+        guard: the divergence guards of :func:`pitsolve.solve`
+            (:class:`pitsolve.Guard`; ``False`` runs the bare strategy).
+        trajectory: keep every boundary state in ``Solution.ys`` (for plots);
+            ``False`` keeps the first and the last only, so memory does not
+            grow with ``intervals``.
 
     Returns:
         ``(samples [batch, C, H, W], Solution)``.
@@ -180,7 +201,7 @@ def parallel_sample(
     with torch.no_grad():
         solution = pitsolve.solve(
             system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw,
-            devices=devices, executor=executor,
+            devices=devices, executor=executor, guard=guard, trajectory=trajectory,
         )
     return solution.y[0], solution
 
@@ -207,7 +228,7 @@ def sequential_sample(
 
     Options that only concern the parallel solve (``jacobian``, ``window``,
     ``tol``, ``preconditioning_steps``, ``max_iters``, ``init``,
-    ``progress``, ``throw``, ``executor``) are accepted and ignored, so one set
+    ``progress``, ``throw``, ``executor``, ``guard``, ``trajectory``) are accepted and ignored, so one set
     of keyword arguments drives both samplers.  With ``devices``, the
     sequential chain runs on ``devices[0]`` (there is nothing to spread).
     """
@@ -227,7 +248,36 @@ def sequential_sample(
 
 _PARALLEL_ONLY = {
     "jacobian", "window", "tol", "preconditioning_steps", "max_iters", "init", "progress", "throw", "executor",
+    "guard", "trajectory",
 }
+
+
+def _check_generator(generator) -> None:
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    for g in gens:
+        if g is not None and not isinstance(g, torch.Generator):
+            raise InputTypeError(
+                f"generator is a {type(g).__name__}; pass a torch.Generator (one in all or one per image), "
+                "e.g. generator=torch.Generator().manual_seed(0), or None."
+            )
+
+
+def _offloaded(unet) -> bool:
+    """Whether accelerate hooks move the model's weights at each call (Diffusers' CPU offload)."""
+    return hasattr(unet, "_hf_hook")
+
+
+def _known_device(unet) -> Optional[torch.device]:
+    """The device the model's weights live on, or ``None`` when it declares none (a plain function)."""
+    device = getattr(unet, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for tensors in ("parameters", "buffers"):
+        try:
+            return next(getattr(unet, tensors)()).device
+        except (AttributeError, StopIteration, TypeError):
+            continue
+    return None
 
 
 def _device_of(unet) -> torch.device:

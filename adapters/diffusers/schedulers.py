@@ -73,6 +73,12 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0
     # StableDiffusionPipeline.__init__ does with steps_offset=1 and clip_sample=False — would lose
     # the patch.  Without that list every key of the scheduler's live config is kept.
     config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
+    trained = config.get("num_train_timesteps")
+    if isinstance(trained, int) and num_inference_steps > trained:
+        raise InputValueError(
+            f"num_inference_steps={num_inference_steps} is larger than the scheduler's "
+            f"num_train_timesteps={trained}; pass num_inference_steps <= {trained}."
+        )
     fresh = type(scheduler).from_config(config)
     fresh.set_timesteps(num_inference_steps)
     config = fresh.config

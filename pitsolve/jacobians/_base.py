@@ -65,6 +65,15 @@ class JacobianStrategy(abc.ABC):
     def slide(self, shift: int) -> None:
         """Called when the window's start advances by ``shift`` points."""
 
+    def extra_depth(self, system: BandedSystem, p: int) -> int:
+        """Depth (fine steps on the critical path) a sweep over ``p`` points adds to the ``Φ`` wave.
+
+        ``0`` for updates computed from ``Φ`` alone; a batched JVP wave adds
+        ``K``, a sequential sweep more.  The divergence guard's depth budget
+        reads it (:class:`~pitsolve.Guard`).
+        """
+        return 0
+
     @abc.abstractmethod
     def update(self, sweep: Sweep) -> torch.Tensor:
         """Return the new iterate ``[p, D]`` for the window's points ``start+1 … start+p``."""

@@ -42,6 +42,9 @@ class Diagonal(JacobianStrategy):
     def reset(self, system: BandedSystem) -> None:
         self._gen = torch.Generator().manual_seed(self.seed)
 
+    def extra_depth(self, system: BandedSystem, p: int) -> int:
+        return system.steps_per_interval if p > 1 else 0
+
     def update(self, sweep: Sweep) -> torch.Tensor:
         D = sweep.x.shape[1]
         if D <= self.exact_below:

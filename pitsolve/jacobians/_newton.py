@@ -27,6 +27,9 @@ class ExactJVP(JacobianStrategy):
 
     name = "newton"
 
+    def extra_depth(self, system, p: int) -> int:
+        return (p - 1) * system.steps_per_interval
+
     def update(self, sweep: Sweep) -> torch.Tensor:
         b, x = sweep.b, sweep.x
         K = sweep.system.steps_per_interval
@@ -62,6 +65,9 @@ class Dense(JacobianStrategy):
                 f"Dense materialises {D}x{D} Jacobians (state size D={D} > max_size={self.max_size}); "
                 "use jacobian='newton' (matrix-free) or 'diagonal', or raise Dense(max_size=...)."
             )
+
+    def extra_depth(self, system, p: int) -> int:
+        return system.steps_per_interval if p > 1 else 0
 
     def update(self, sweep: Sweep) -> torch.Tensor:
         jac = jacobian_columns(sweep)

@@ -53,6 +53,10 @@ class Parareal(JacobianStrategy):
         spec.check_batch(out, x.shape[0], "Parareal coarse")
         return spec.flatten_batch(out)
 
+    def extra_depth(self, system: BandedSystem, p: int) -> int:
+        step_cost = self.cost if self.cost is not None else system.coarse_steps
+        return p * step_cost if p > 1 else 0
+
     def update(self, sweep: Sweep) -> torch.Tensor:
         system, x, idx, p = sweep.system, sweep.x, sweep.indices, sweep.size
         step_cost = self.cost if self.cost is not None else system.coarse_steps

@@ -1,0 +1,257 @@
+"""Divergence guards of the solve loop: damp, fall back, and never out-spend the sequential solve.
+
+A quasi-Newton sweep with ``A_n ≠ I`` (Anderson, diagonal, Newton, dense,
+Parareal) can blow up on stiff or chaotic problems far ahead of the
+accepted front: ``diag(J)`` of a contractive non-normal map can exceed 1,
+Newton's linearisation of a chaotic flow amplifies errors, Anderson's
+least-squares fit can extrapolate wildly.  Finite termination (Algorithm 1
+accepts at least one point per sweep) still bounds the number of sweeps by
+``N``, but not the work, and not the *depth* a sweep spends on the
+critical path.  :class:`Guard` adds two safeguards to
+:func:`~pitsolve.solve`:
+
+**The fallback ladder.**  When a sweep produces non-finite iterates (they
+are re-initialised, see ``Solution.resets``), or the largest stopping
+measure of a window point rises ``growth`` times above its value when the
+point entered the window, in ``patience`` consecutive sweeps (the iteration
+makes the guess worse, not better), or a sweep's step is ``growth`` times larger than the identity
+update's step on the same sweep (an extrapolation, e.g. the diagonal scan
+of a non-normal map), the solve moves one rung down, discards the window's
+unaccepted iterates and re-initialises them from the accepted front:
+
+1. the strategy as given;
+2. the strategy damped towards the identity update,
+   ``X^{k+1} = G_I(X^k) + β (G_A(X^k) − G_I(X^k))`` (:class:`Damped`);
+3. the identity update (ParaSolver Eq. 13);
+4. the sequential sweep: a window of one point, ``X_{n+1} = Φ_n(X_n)``, each
+   sweep exact.
+
+Rungs that coincide with the strategy (damping the identity) are skipped.
+Every move is recorded in ``Solution.fallbacks`` as a :class:`Fallback`.
+
+**The depth budget.**  A sweep costs ``K`` (one wave of ``Φ``) plus the
+strategy's extra sequential depth (:meth:`JacobianStrategy.extra_depth
+<pitsolve.jacobians.JacobianStrategy.extra_depth>`: a JVP wave, a coarse
+sweep, Newton's JVP sweep) and accepts at least one point.  The guard runs
+the strategy's sweep only while the depth the sweeps have spent, plus this
+sweep's, stays within ``K`` per accepted point (``≤ (start+1)·K``);
+otherwise that sweep uses the identity update, which costs ``K`` and so
+keeps the invariant.  By induction the sweeps' depth never exceeds ``N·K``,
+the depth of :func:`~pitsolve.sequential`.  (An initialiser's own model
+steps, e.g. the preconditioning steps of Eq. 17, are counted in
+``Solution.depth`` but not charged to this budget.)  Budget sweeps are
+counted in ``Solution.budget_sweeps``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import torch
+
+from ._errors import InputTypeError, InputValueError
+from ._system import BandedSystem
+from .jacobians._base import JacobianStrategy, Sweep
+from .jacobians._simple import Identity, Zero
+
+__all__ = ["Guard", "Fallback", "Damped"]
+
+#: The rung names, in the order the ladder descends.
+RUNGS = ("strategy", "damped", "identity", "sequential")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Settings of the divergence guards of :func:`~pitsolve.solve` (see the module docs).
+
+    Args:
+        growth: a point whose stopping measure rises this many times above
+            its value when it entered the window is diverging (so is a step
+            this many times larger than the identity update's).
+        patience: consecutive diverging sweeps before moving down a rung.
+        damping: ``β`` of the damped rung, in ``(0, 1)``.
+        budget: keep the sweeps' depth within the sequential solve's (``N·K``).
+    """
+
+    growth: float = 1e3
+    patience: int = 2
+    damping: float = 0.5
+    budget: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.growth, bool) or not isinstance(self.growth, (int, float)) or not self.growth > 1 \
+                or not math.isfinite(self.growth):
+            raise InputValueError(f"Guard(growth={self.growth!r}) must be a finite number > 1 (e.g. 1e3).")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise InputValueError(f"Guard(patience={self.patience!r}) must be an int >= 1 (e.g. 2).")
+        if isinstance(self.damping, bool) or not isinstance(self.damping, (int, float)) \
+                or not 0 < self.damping < 1:
+            raise InputValueError(f"Guard(damping={self.damping!r}) must be a number in (0, 1) (e.g. 0.5).")
+        if not isinstance(self.budget, bool):
+            raise InputTypeError(f"Guard(budget={self.budget!r}) must be True or False.")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One move down the guard's ladder, as recorded in ``Solution.fallbacks``.
+
+    Attributes:
+        iteration: the sweep after which the move was made.
+        accepted: points accepted at that moment.
+        source: the rung left (``"strategy"``, ``"damped"``, ``"identity"``).
+        target: the rung entered (``"damped"``, ``"identity"``, ``"sequential"``).
+        reason: ``"non-finite iterates"``, ``"residual growth"`` or ``"step growth"``.
+    """
+
+    iteration: int
+    accepted: int
+    source: str
+    target: str
+    reason: str
+
+
+def resolve(guard: Union[None, bool, Guard]) -> Optional[Guard]:
+    """``solve(guard=...)``: ``True`` → default :class:`Guard`, ``False``/``None`` → off."""
+    if guard is True:
+        return Guard()
+    if guard is False or guard is None:
+        return None
+    if isinstance(guard, Guard):
+        return guard
+    raise InputTypeError(f"guard is a {type(guard).__name__}; pass True, False or a pitsolve.Guard(...).")
+
+
+class Damped(JacobianStrategy):
+    r"""A strategy's update damped towards the identity update.
+
+    .. math:: X^{k+1} = G_I(X^k) + β\,\big(G_A(X^k) − G_I(X^k)\big)
+
+    With ``β = 1`` it is the strategy, with ``β = 0`` ParaSolver's Eq. 13.
+    The first point stays exact (both updates give ``Φ`` of the anchor).
+    """
+
+    def __init__(self, inner: JacobianStrategy, beta: float = 0.5):
+        self.inner, self.beta = inner, float(beta)
+        self._identity = Identity()
+        self.name = f"damped-{inner.name}"
+
+    def reset(self, system: BandedSystem) -> None:
+        self.inner.reset(system)
+
+    def slide(self, shift: int) -> None:
+        self.inner.slide(shift)
+
+    def extra_depth(self, system: BandedSystem, p: int) -> int:
+        return self.inner.extra_depth(system, p)
+
+    def update(self, sweep: Sweep) -> torch.Tensor:
+        base = self._identity.update(sweep)
+        return base + self.beta * (self.inner.update(sweep) - base)
+
+    def change(self, sweep: Sweep, new: torch.Tensor) -> torch.Tensor:
+        return self.inner.change(sweep, new)
+
+    def __repr__(self) -> str:
+        return f"Damped({self.inner!r}, beta={self.beta})"
+
+
+class Ladder:
+    """The guard's state during one solve: the current rung and its divergence watch."""
+
+    def __init__(self, guard: Optional[Guard], strategy: JacobianStrategy, system: BandedSystem):
+        self.guard, self.system = guard, system
+        self.rungs: List[tuple] = [("strategy", strategy)]
+        if guard is not None:
+            if not isinstance(strategy, (Identity, Zero)):
+                self.rungs.append(("damped", Damped(strategy, guard.damping)))
+            if not isinstance(strategy, Identity):
+                self.rungs.append(("identity", Identity()))
+            self.rungs.append(("sequential", Zero()))
+        self.level = 0
+        self.identity = Identity()
+        self.fallbacks: List[Fallback] = []
+        self.budget_sweeps = 0
+        self.sweep_depth = 0  # depth charged to the budget: Φ waves and strategy extras
+        self._ref: Optional[torch.Tensor] = None  # each window point's first stopping measure
+        self._ref_start = 0
+        self._strikes = 0
+
+    @property
+    def rung(self) -> str:
+        return self.rungs[self.level][0]
+
+    @property
+    def strategy(self) -> JacobianStrategy:
+        return self.rungs[self.level][1]
+
+    @property
+    def sequential(self) -> bool:
+        return self.rung == "sequential"
+
+    def choose(self, start: int, p: int) -> JacobianStrategy:
+        """The strategy for the next sweep over ``p`` points from ``start`` (the depth budget)."""
+        strategy = self.strategy
+        K = self.system.steps_per_interval
+        if self.guard is None or not self.guard.budget or self.sequential:
+            return strategy
+        extra = strategy.extra_depth(self.system, p)
+        if extra > 0 and self.sweep_depth + K + extra > (start + 1) * K:
+            self.budget_sweeps += 1
+            return self.identity
+        return strategy
+
+    def charge(self, depth: int) -> None:
+        """Add a sweep's depth (its Φ wave and the strategy's extra waves) to the budget."""
+        self.sweep_depth += depth
+
+    @property
+    def compares_steps(self) -> bool:
+        """Whether the loop should pass the step sizes to :meth:`watch`."""
+        return self.guard is not None and self.rung in ("strategy", "damped") and \
+            not isinstance(self.strategy, (Identity, Zero))
+
+    def watch(self, iteration: int, accepted: int, window_start: int, ratio: torch.Tensor, reset: bool,
+              floor: float, steps: Optional[tuple] = None) -> bool:
+        """Record a sweep; move down a rung if it diverged.  Returns whether it moved.
+
+        ``ratio`` holds the sweep's stopping measure of the points
+        ``window_start+1 …``; a point whose measure rises ``growth`` times
+        above the one it had when it entered the window (at least ``floor``)
+        is diverging.  (Measures of different points are not compared: their
+        error scales differ, e.g. ``σ_t`` along a diffusion.)  ``steps`` is the
+        same measure of the sweep's step ``X^{k+1} − X^k`` and of the identity
+        update's step (at least ``floor``), against which a step ``growth``
+        times larger is an extrapolation, not a correction.
+        """
+        if self.guard is None or self.level == len(self.rungs) - 1:
+            return False
+        reason = None
+        ratio = ratio.detach().to("cpu", torch.float64)
+        if reset or not bool(torch.isfinite(ratio).all()):
+            reason = "non-finite iterates"
+        elif steps is not None and steps[0] > self.guard.growth * steps[1]:
+            reason = "step growth"
+        else:
+            grew = False
+            ref = ratio.clamp_min(floor)
+            if self._ref is not None:
+                lo = max(window_start, self._ref_start)
+                hi = min(window_start + ratio.numel(), self._ref_start + self._ref.numel())
+                if hi > lo:
+                    old = self._ref[lo - self._ref_start : hi - self._ref_start]
+                    grew = bool((ratio[lo - window_start : hi - window_start] > self.guard.growth * old).any())
+                    ref[lo - window_start : hi - window_start] = old
+            self._ref, self._ref_start = ref, window_start
+            self._strikes = self._strikes + 1 if grew else 0
+            if self._strikes >= self.guard.patience:
+                reason = "residual growth"
+        if reason is None:
+            return False
+        source = self.rung
+        self.level += 1
+        self.fallbacks.append(Fallback(iteration, accepted, source, self.rung, reason))
+        self.strategy.reset(self.system)
+        self._ref, self._strikes = None, 0
+        return True

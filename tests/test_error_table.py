@@ -1,0 +1,528 @@
+"""Every row of docs/errors.md, one test each: the typed error, the value it names and the fix it gives.
+
+The table and this file cannot drift: :func:`test_table_and_cases_agree`
+parses docs/errors.md and requires one registered case per row id (and one
+row per case), with the same place (core / adapter / CLI) and exception.
+
+Each case must raise its exception type (exactly the user's own type for a
+user's ``func`` or model that raises), and the message, notes included,
+must match the case's pattern, which names the offending value and the fix.
+Every test runs under a deadline (a hang fails it) and must leave the
+process as it found it: grad mode, default dtype, no open progress bar.
+CLI cases exit with status 2 and one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+from tqdm.std import tqdm as std_tqdm
+
+import pitsolve
+from pitsolve import (
+    BandedSystem,
+    ConvergenceError,
+    InputTypeError,
+    InputValueError,
+    NonFiniteError,
+    ODESystem,
+    PitsolveError,
+    SDESystem,
+)
+from pitsolve.adapters.cli import main as cli_main
+from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
+from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
+
+from diffusion_models import tiny_unet
+
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DEADLINE_S = 30
+F64 = torch.float64
+N = 8  # intervals of the core problems
+T = 8  # sampling steps of the adapter problems
+SHAPE = (2, 1, 8, 8)
+
+
+# ----------------------------------------------------------------------------- registry
+class CliExit(Exception):
+    """What a CLI run ended with: its exit status and its stderr."""
+
+    def __init__(self, code, stderr: str):
+        super().__init__(stderr.strip())
+        self.code, self.lines = code, stderr.strip().splitlines()
+
+
+@dataclass(frozen=True)
+class Case:
+    where: str  # "core", "adapter" or "CLI", as in the table
+    kind: type  # the exception, or CliExit for a CLI run
+    match: str  # regex over the message and its notes: the value and the fix
+    run: Callable[[Path], object]
+    exact: bool = False  # the user's own exception: exactly this type, not a pitsolve wrapper
+    after: Optional[Callable[[], None]] = None  # run after the error: the process must still work
+    xfail: Optional[str] = None
+
+
+CASES: Dict[str, Case] = {}
+
+
+def case(row: str, where: str, kind: type, match: str, **options):
+    def register(run):
+        assert row not in CASES, f"duplicate case {row}"
+        CASES[row] = Case(where, kind, match, run, **options)
+        return run
+
+    return register
+
+
+# ----------------------------------------------------------------------------- problems
+def decay(t, y):
+    return -y
+
+
+def grid(n=N, dtype=F64):
+    return torch.linspace(0.0, 1.0, n + 1, dtype=dtype)
+
+
+def ones(*shape):
+    return torch.ones(shape or (3,), dtype=F64)
+
+
+def good_system():
+    return ODESystem(decay, ones(), grid())
+
+
+class OU:
+    noise_type, sde_type = "diagonal", "ito"
+
+    def f(self, t, y):
+        return -y
+
+    def g(self, t, y):
+        return 0.3 * torch.ones_like(y)
+
+
+class Halving(BandedSystem):
+    """A custom system without a coarse propagator: Φ_n(x) = x / 2 (or ``out(x)``)."""
+
+    def __init__(self, D=2, out=None):
+        self.D, self.out = D, out
+
+    @property
+    def initial_state(self):
+        return torch.ones(self.D, dtype=F64)
+
+    @property
+    def num_intervals(self):
+        return N
+
+    def propagate(self, states, indices):
+        return 0.5 * states if self.out is None else self.out(states)
+
+
+class FailAfter:
+    """``func(t, y) = -y`` that raises ``error`` from its ``calls``-th call on (the first one is the shape check)."""
+
+    def __init__(self, calls: int, error: BaseException):
+        self.calls, self.error, self.seen = calls, error, 0
+
+    def __call__(self, t, y):
+        self.seen += 1
+        if self.seen >= self.calls:
+            raise self.error
+        return -y
+
+
+def gmm():
+    abar = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    return GaussianMixtureDenoiser.random(SHAPE[1:], components=2, alphas_cumprod=abar)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def sample(model=None, scheduler=None, **kwargs):
+    options = dict(num_inference_steps=T, shape=SHAPE, generator=gen())
+    options.update(kwargs)
+    if options.get("latents") is not None:
+        options.pop("shape")
+    return parallel_sample(gmm() if model is None else model, scheduler or DDIMScheduler(), **options)
+
+
+def cli(*argv):
+    """Run the command line; always raises :class:`CliExit` with its status and stderr."""
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = cli_main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    raise CliExit(code, err.getvalue())
+
+
+def fresh_solve_works():
+    system = good_system()
+    sol = pitsolve.solve(system, "identity", tol=1e-10, progress=True)
+    assert sol.converged
+    torch.testing.assert_close(sol.ys, pitsolve.sequential(system).ys, atol=1e-9, rtol=0)
+
+
+def fresh_sample_works():
+    x, sol = sample(num_inference_steps=4)
+    ref, _ = sequential_sample(gmm(), DDIMScheduler(), num_inference_steps=4, shape=SHAPE, generator=gen())
+    assert sol.converged and torch.isfinite(x).all() and x.shape == ref.shape
+
+
+# ===================================================================== core: time grid
+case("t-not-1d", "core", InputValueError, r"t has shape \(3, 3\); pass a 1-D tensor of the N\+1 interval boundaries")(
+    lambda tmp: ODESystem(decay, ones(), torch.zeros(3, 3, dtype=F64)))
+case("t-empty", "core", InputValueError, r"t has 0 point\(s\); pass at least two boundaries \(N >= 1 interval\)")(
+    lambda tmp: ODESystem(decay, ones(), torch.empty(0, dtype=F64)))
+case("t-one-point", "core", InputValueError, r"t has 1 point\(s\); pass at least two boundaries")(
+    lambda tmp: ODESystem(decay, ones(), torch.zeros(1, dtype=F64)))
+case("t-non-monotone", "core", InputValueError,
+     r"t is not strictly monotone \(steps \[0\.5, -0\.2.*\]\); pass strictly increasing or strictly decreasing")(
+    lambda tmp: ODESystem(decay, ones(), torch.tensor([0.0, 0.5, 0.3, 1.0], dtype=F64)))
+case("t-inf", "core", InputValueError, r"t contains NaN or Inf; pass finite interval boundaries")(
+    lambda tmp: ODESystem(decay, ones(), torch.tensor([0.0, 1.0, float("inf")], dtype=F64)))
+case("t-int-dtype", "core", InputTypeError,
+     r"t has dtype torch\.int64; pass floating-point times, e\.g\. t\.to\(torch\.float64\)")(
+    lambda tmp: ODESystem(decay, ones(), torch.arange(5)))
+case("t-dtype-mismatch", "core", InputTypeError,
+     r"t has dtype torch\.float32 but the state has dtype torch\.float64; cast one of them, "
+     r"e\.g\. t = t\.to\(torch\.float64\)")(
+    lambda tmp: ODESystem(decay, ones(), grid(dtype=torch.float32)))
+case("t-device-mismatch", "core", InputTypeError, r"t lies on meta but the state on cpu; move them to one device")(
+    lambda tmp: ODESystem(decay, ones(), grid().to("meta")))
+
+# ===================================================================== core: initial state
+case("y0-meta", "core", InputTypeError,
+     r"y0 lies on the meta device, which holds no values; .*e\.g\. y0\.to\('cpu'\)")(
+    lambda tmp: ODESystem(decay, ones().to("meta"), grid()))
+case("y0-int-dtype", "core", InputTypeError,
+     r"y0 has dtype torch\.int64; pass a floating-point tensor, e\.g\. y0\.double\(\)")(
+    lambda tmp: ODESystem(decay, torch.tensor([1, 2]), grid()))
+case("y0-complex", "core", InputTypeError,
+     r"y0 has complex dtype torch\.complex128; .*real tensor, e\.g\. torch\.view_as_real\(y0\)")(
+    lambda tmp: ODESystem(decay, torch.ones(3, dtype=torch.complex128), grid()))
+case("y0-nan", "core", InputValueError, r"y0 contains NaN or Inf; pass a finite initial state")(
+    lambda tmp: ODESystem(decay, torch.tensor([1.0, float("nan")], dtype=F64), grid()))
+case("y0-empty", "core", InputValueError, r"y0 has no elements \(shape \(0,\)\); pass a state with at least one value")(
+    lambda tmp: ODESystem(decay, torch.ones(0, dtype=F64), grid()))
+case("y0-not-a-tensor", "core", InputTypeError, r"y0 is a list, not a torch\.Tensor; wrap it with torch\.as_tensor")(
+    lambda tmp: ODESystem(decay, [1.0, 2.0], grid()))
+case("sde-y0-not-2d", "core", InputValueError, r"y0 has shape \(3,\); torchsde states are 2-D.*reshape")(
+    lambda tmp: SDESystem(OU(), ones(3), grid()))
+
+# ===================================================================== core: func / system
+case("func-wrong-shape", "core", InputValueError,
+     r"func returned shape \(1, 6\), expected \(1, 3\).*return the shape of its input")(
+    lambda tmp: ODESystem(lambda t, y: torch.cat([y, y]), ones(), grid()))
+case("func-wrong-dtype", "core", InputTypeError,
+     r"func returned dtype torch\.float32 but y0 has dtype torch\.float64; return the dtype of y")(
+    lambda tmp: ODESystem(lambda t, y: (-y).float(), ones(), grid()))
+case("func-not-callable", "core", InputTypeError, r"func is a int, not callable; pass func\(t, y\)")(
+    lambda tmp: ODESystem(3, ones(), grid()))
+case("func-not-vmappable", "core", InputTypeError,
+     r"calling func under torch\.func\.vmap failed.*\.item\(\).*batched_func=True")(
+    lambda tmp: ODESystem(lambda t, y: -y * t.item(), ones(), grid()))
+case("func-nan-mid-solve", "core", NonFiniteError,
+     r"NaN or Inf appeared in the propagated states in iteration \d+ \(\d+ of 8 points accepted\); "
+     r"check the system for blow-up or lower the step size \(pass throw=False")(
+    lambda tmp: pitsolve.solve(ODESystem(
+        lambda t, y: torch.where(t > 0.5, torch.full_like(y, float("nan")), -y), ones(), grid())))
+case("func-raises-mid-solve", "core", ZeroDivisionError,
+     r"user func failed.*pitsolve: raised in ODESystem\.propagate on intervals? \d+(\.\.\d+)? of N=8; "
+     r"the solve was abandoned .*fix the cause and solve again",
+     exact=True, after=fresh_solve_works)(
+    lambda tmp: pitsolve.solve(ODESystem(FailAfter(12, ZeroDivisionError("user func failed")), ones(), grid()),
+                               progress=True))
+case("func-raises-sequential", "core", ZeroDivisionError,
+     r"user func failed.*pitsolve: raised in ODESystem\.propagate on interval \d of N=8",
+     exact=True, after=fresh_solve_works)(
+    lambda tmp: pitsolve.sequential(ODESystem(FailAfter(12, ZeroDivisionError("user func failed")), ones(), grid()),
+                                    progress=True))
+case("propagate-wrong-shape", "core", InputValueError,
+     r"Halving\.propagate returned shape \(8, 1\), expected \(8, 2\).*return the shape of its input")(
+    lambda tmp: pitsolve.solve(Halving(out=lambda s: s[:, :1])))
+case("not-a-system", "core", InputTypeError, r"system is a str; pass a pitsolve\.BandedSystem such as ODESystem")(
+    lambda tmp: pitsolve.solve("abc"))
+case("ode-method-unknown", "core", InputValueError,
+     r"method='dopri5' is not a fixed-grid one-step torchdiffeq method; choose one of \[.*'rk4'\]")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="dopri5"))
+case("substeps-zero", "core", InputValueError, r"substeps=0 must be >= 1")(
+    lambda tmp: ODESystem(decay, ones(), grid(), substeps=0))
+case("tolerances-zero", "core", InputValueError,
+     r"atol=0\.0, rtol=0\.0: both are 0; make at least one of them positive")(
+    lambda tmp: ODESystem(decay, ones(), grid(), atol=0.0, rtol=0.0))
+case("sdeint-dt-not-dividing", "core", InputValueError,
+     r"dt=0\.03 does not divide every interval of ts.*pass a dt that does, or substeps=K")(
+    lambda tmp: pitsolve.sdeint(OU(), ones(2, 3), grid(), dt=0.03))
+
+# ===================================================================== core: solve options
+case("jacobian-unknown", "core", InputValueError,
+     r"unknown jacobian 'newtown'; choose one of \[.*'newton'.*\] or pass a pitsolve\.jacobians\.JacobianStrategy")(
+    lambda tmp: pitsolve.solve(good_system(), "newtown"))
+case("init-unknown", "core", InputValueError,
+     r"unknown init 'zeros'; choose one of \['coarse', 'constant'\], pass a trajectory tensor")(
+    lambda tmp: pitsolve.solve(good_system(), init="zeros"))
+case("parareal-no-coarse", "core", InputTypeError,
+     r"Halving defines no coarse propagator; pass one as Parareal\(coarse=lambda states, indices: \.\.\.\) "
+     r"or choose another jacobian")(
+    lambda tmp: pitsolve.solve(Halving(), "parareal"))
+case("window-zero", "core", InputValueError, r"window=0 must be >= 1")(
+    lambda tmp: pitsolve.solve(good_system(), window=0))
+case("window-larger-than-n", "core", InputValueError,
+     r"window=9 is larger than the number of intervals N=8; pass window <= N or None")(
+    lambda tmp: pitsolve.solve(good_system(), window=N + 1))
+case("window-bool", "core", InputTypeError, r"window=True is not an integer; pass an int >= 1")(
+    lambda tmp: pitsolve.solve(good_system(), window=True))
+case("window-float", "core", InputTypeError, r"window=2\.0 is not an integer \(float\); pass an int >= 1")(
+    lambda tmp: pitsolve.solve(good_system(), window=2.0))
+case("tol-negative", "core", InputValueError, r"tol=-0\.001 must be a finite number >= 0 \(e\.g\. 1e-6\)")(
+    lambda tmp: pitsolve.solve(good_system(), tol=-1e-3))
+case("tol-nan", "core", InputValueError, r"tol=nan must be a finite number >= 0 \(e\.g\. 1e-6\)")(
+    lambda tmp: pitsolve.solve(good_system(), tol=float("nan")))
+case("max-iters-zero", "core", InputValueError, r"max_iters=0 must be >= 1")(
+    lambda tmp: pitsolve.solve(good_system(), max_iters=0))
+case("max-iters-too-small", "core", ConvergenceError,
+     r"stopped after max_iters=2 iterations with \d of 8 points accepted; raise max_iters \(at most N=8.*loosen tol")(
+    lambda tmp: pitsolve.solve(good_system(), tol=1e-12, max_iters=2))
+case("init-wrong-length", "core", InputValueError,
+     r"init trajectory does not fit the system \(.*shape \(6, 3\), expected \(9, 3\).*\); pass N\+1=9 states")(
+    lambda tmp: pitsolve.solve(good_system(), init=torch.zeros(N - 2, 3, dtype=F64)))
+case("init-int-dtype", "core", InputTypeError,
+     r"init trajectory has dtype torch\.int64; pass a floating-point warm start "
+     r".*e\.g\. init=ys\.to\(torch\.float64\)")(
+    lambda tmp: pitsolve.solve(good_system(), init=torch.zeros(N + 1, 3, dtype=torch.int64)))
+case("init-meta", "core", InputTypeError,
+     r"init trajectory lies on the meta device, which holds no values; pass it on the state's device, "
+     r"e\.g\. init=ys\.to\('cpu'\)")(
+    lambda tmp: pitsolve.solve(good_system(), init=torch.zeros(N + 1, 3, dtype=F64, device="meta")))
+case("devices-unavailable", "core", InputValueError,
+     r"device cuda:99 is not available \(this process sees \d+ CUDA device\(s\)\); pass devices from .*devices=None")(
+    lambda tmp: pitsolve.solve(good_system(), devices=["cuda:99"]))
+case("callback-not-callable", "core", InputTypeError, r"callback=3 is not callable; pass a function of one Iteration")(
+    lambda tmp: pitsolve.solve(good_system(), callback=3))
+
+
+# ===================================================================== diffusion adapter
+def nan_model(x, t, **kwargs):
+    return torch.full_like(x, float("nan"))
+
+
+def failing_model():
+    inner, calls = gmm(), [0]
+
+    def model(x, t):
+        calls[0] += 1
+        if calls[0] > 3:
+            raise KeyError("user model failed")
+        return inner(x, t)
+
+    return model
+
+
+case("latents-shape-vs-unet", "adapter", InputValueError,
+     r"latents has shape \(1, 4, 8, 8\) but the UNet takes \[batch, 1, H, W\] \(in_channels=1\); "
+     r"pass latents or shape")(
+    lambda tmp: sample(tiny_unet(dtype=torch.float32), latents=torch.randn(1, 4, 8, 8)))
+case("latents-int-dtype", "adapter", InputTypeError,
+     r"latents have dtype torch\.int64; pass floating-point latents")(
+    lambda tmp: sample(latents=torch.zeros(SHAPE, dtype=torch.int64)))
+case("latents-nan", "adapter", InputValueError, r"latents contain NaN or Inf; pass finite initial noise")(
+    lambda tmp: sample(latents=torch.full(SHAPE, float("nan"))))
+case("latents-device", "adapter", InputTypeError,
+     r"latents lie on meta but the unet on cpu; move them there, e\.g\. latents\.to\('cpu'\)")(
+    lambda tmp: sample(tiny_unet(dtype=torch.float32), latents=torch.zeros(1, 1, 8, 8, device="meta")))
+case("unet-meta", "adapter", InputTypeError,
+     r"the unet lies on the meta device \(its weights are not loaded\); .*e\.g\. unet\.to\('cpu'\)")(
+    lambda tmp: sample(tiny_unet(dtype=torch.float32).to("meta"), shape=(1, 1, 8, 8)))
+case("generator-type", "adapter", InputTypeError,
+     r"generator is a int; pass a torch\.Generator .*generator=torch\.Generator\(\)\.manual_seed\(0\)")(
+    lambda tmp: sample(scheduler=DDPMScheduler(), generator=0))
+case("steps-zero", "adapter", InputValueError, r"num_inference_steps must be an int >= 1, got 0")(
+    lambda tmp: sample(num_inference_steps=0))
+case("steps-above-training", "adapter", InputValueError,
+     r"num_inference_steps=200 is larger than the scheduler's num_train_timesteps=100; "
+     r"pass num_inference_steps <= 100")(
+    lambda tmp: sample(scheduler=DDPMScheduler(num_train_timesteps=100), num_inference_steps=200))
+case("intervals-above-steps", "adapter", InputValueError,
+     r"intervals=9 is outside 1\.\.8 \(the number of sampling steps\); pass N between 1 \(sequential\) and 8")(
+    lambda tmp: sample(intervals=T + 1))
+case("window-above-intervals", "adapter", InputValueError,
+     r"window=6 is larger than the number of intervals N=4; pass window <= N or None")(
+    lambda tmp: sample(intervals=4, window=6))
+case("preconditioning-above-steps", "adapter", InputValueError,
+     r"preconditioning_steps=9 is larger than the number of sampling steps T=8; pass 0 <= preconditioning_steps <= 8")(
+    lambda tmp: sample(preconditioning_steps=T + 1))
+case("scheduler-unsupported", "adapter", InputTypeError,
+     r"does not support EulerDiscreteScheduler; supported schedulers: DDPMScheduler, DDIMScheduler")(
+    lambda tmp: sample(scheduler=EulerDiscreteScheduler()))
+case("scheduler-not-a-scheduler", "adapter", InputTypeError,
+     r"does not support str; supported schedulers: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler")(
+    lambda tmp: sample(scheduler="ddim"))
+case("eta-not-ddim", "adapter", InputValueError,
+     r"eta=0\.5 applies to DDIM only .*; DDPMScheduler takes eta=0")(
+    lambda tmp: sample(scheduler=DDPMScheduler(), eta=0.5))
+case("guidance-without-embeddings", "adapter", InputValueError,
+     r"guidance_scale=3\.0 needs encoder_hidden_states \(the prompt embeddings\); pass them")(
+    lambda tmp: sample(guidance_scale=3.0))
+case("model-wrong-shape", "adapter", InputValueError,
+     r"the model returned \(2, 1, 8, 4\) for input \(2, 1, 8, 8\); it must return the input's shape")(
+    lambda tmp: sample(lambda x, t: x[..., :4]))
+case("model-nan", "adapter", NonFiniteError,
+     r"NaN or Inf appeared in the propagated states in iteration \d+.*check the system for blow-up")(
+    lambda tmp: sample(nan_model, DDPMScheduler()))
+case("model-raises-mid-solve", "adapter", KeyError,
+     r"user model failed.*pitsolve: raised in DiffusionSystem\.propagate on intervals? \d+(\.\.\d+)? of N=8; "
+     r"the solve was abandoned",
+     exact=True, after=fresh_sample_works)(
+    lambda tmp: sample(failing_model(), progress=True))
+
+
+# ===================================================================== command line
+def broken_model_folder(tmp: Path) -> Path:
+    folder = tmp / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    return folder
+
+
+def a_file(tmp: Path) -> Path:
+    path = tmp / "a_file.txt"
+    path.write_text("not a folder")
+    return path
+
+
+case("cli-unknown-model", "CLI", CliExit,
+     r"pitsolve sample: error: --model /nonexistent/model: no Diffusers pipeline \(model_index\.json\) or UNet "
+     r"\(config\.json\) there; pass a folder written by save_pretrained")(
+    lambda tmp: cli("sample", "--model", "/nonexistent/model", "--output", tmp / "out"))
+case("cli-broken-model", "CLI", CliExit,
+     r"--model .*broken: the folder could not be loaded \(OSError: .*\); pass a DDPMPipeline or UNet2DModel folder")(
+    lambda tmp: cli("sample", "--model", broken_model_folder(tmp), "--output", tmp / "out"))
+case("cli-unknown-scheduler", "CLI", CliExit,
+     r"pitsolve sample: error: argument --scheduler: invalid choice: 'euler' \(choose from .*'ddim'.*\) "
+     r"\(see pitsolve sample -h\)")(
+    lambda tmp: cli("sample", "--scheduler", "euler"))
+case("cli-unknown-jacobian", "CLI", CliExit,
+     r"argument --jacobian: invalid choice: 'newtown' \(choose from .*'newton'.*\) \(see pitsolve sample -h\)")(
+    lambda tmp: cli("sample", "--jacobian", "newtown"))
+case("cli-unknown-option", "CLI", CliExit, r"pitsolve: error: unrecognized arguments: --bogus \(see pitsolve -h\)")(
+    lambda tmp: cli("solve", "--bogus"))
+case("cli-steps-not-int", "CLI", CliExit, r"argument --steps: invalid int value: 'abc' \(see pitsolve sample -h\)")(
+    lambda tmp: cli("sample", "--steps", "abc"))
+case("cli-steps-zero", "CLI", CliExit, r"pitsolve sample: error: --steps=0 must be >= 1")(
+    lambda tmp: cli("sample", "--steps", "0"))
+case("cli-intervals-above-steps", "CLI", CliExit, r"--intervals=9 is larger than --steps=4; pass 1 <= N <= 4")(
+    lambda tmp: cli("sample", "--steps", "4", "--intervals", "9", "--output", tmp / "out"))
+case("cli-window-negative", "CLI", CliExit, r"--window=-2 must be >= 0 \(0 = all N\)")(
+    lambda tmp: cli("sample", "--window", "-2"))
+case("cli-tol-nan", "CLI", CliExit, r"--tol=nan must be a finite number >= 0, e\.g\. --tol 1e-3")(
+    lambda tmp: cli("sample", "--tol", "nan"))
+case("cli-device-unavailable", "CLI", CliExit, r"--device cuda:99: .*; use cpu or an available cuda:K")(
+    lambda tmp: cli("sample", "--device", "cuda:99"))
+case("cli-device-meta", "CLI", CliExit, r"--device meta: the meta device holds no values; use cpu or cuda:K")(
+    lambda tmp: cli("sample", "--device", "meta"))
+case("cli-output-is-file", "CLI", CliExit,
+     r"--output .*a_file\.txt: a file is in the way; pass a folder to write the results to")(
+    lambda tmp: cli("sample", "--output", a_file(tmp)))
+case("cli-output-unwritable", "CLI", CliExit,
+     r"--output .*a_file\.txt/out: .*a_file\.txt is a file, so the folder cannot be created; pass another folder")(
+    lambda tmp: cli("sample", "--output", a_file(tmp) / "out"))
+case("cli-solve-out-unwritable", "CLI", CliExit,
+     r"pitsolve solve: error: --out .*a_file\.txt/x: .*is a file, so the folder cannot be created")(
+    lambda tmp: cli("solve", "--out", a_file(tmp) / "x"))
+case("cli-solve-t-end", "CLI", CliExit,
+     r"pitsolve solve: error: --t-end=0\.0 must be a finite number > 0, e\.g\. --t-end 2")(
+    lambda tmp: cli("solve", "--t-end", "0", "--out", tmp / "out"))
+case("cli-solve-window", "CLI", CliExit, r"--window=9 must lie in 1\.\.--n-intervals=4")(
+    lambda tmp: cli("solve", "--window", "9", "--n-intervals", "4", "--out", tmp / "out"))
+
+
+# ----------------------------------------------------------------------------- the table
+ROW = re.compile(r"^\|\s*`(?P<id>[a-z0-9-]+)`\s*\|\s*(?P<where>[^|]+?)\s*\|[^|]*\|\s*(?P<raises>[^|]+?)\s*\|")
+
+
+def table_rows() -> Dict[str, Dict[str, str]]:
+    rows: Dict[str, Dict[str, str]] = {}
+    for line in TABLE.read_text().splitlines():
+        m = ROW.match(line)
+        if m:
+            assert m["id"] not in rows, f"row {m['id']} appears twice in {TABLE.name}"
+            rows[m["id"]] = {"where": m["where"], "raises": m["raises"]}
+    return rows
+
+
+def test_table_and_cases_agree():
+    rows = table_rows()
+    assert len(rows) >= 25
+    assert set(rows) - set(CASES) == set(), "rows of docs/errors.md without a test case"
+    assert set(CASES) - set(rows) == set(), "test cases without a row in docs/errors.md"
+    for row, c in CASES.items():
+        assert rows[row]["where"] == c.where, row
+        label = "exit 2" if c.kind is CliExit else c.kind.__name__
+        assert label in rows[row]["raises"], f"{row}: the table says {rows[row]['raises']!r}, the case {label}"
+        assert (c.xfail is not None) == ("needs solver change" in rows[row]["raises"]), row
+
+
+# ----------------------------------------------------------------------------- the cases
+@pytest.fixture(autouse=True)
+def deadline_and_clean_process():
+    """Fail a test that runs past DEADLINE_S (instead of hanging), and check it left the process usable."""
+    def expired(signum, frame):
+        raise TimeoutError(f"no answer within {DEADLINE_S} s")
+
+    grad, dtype, bars = torch.is_grad_enabled(), torch.get_default_dtype(), len(std_tqdm._instances)
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, DEADLINE_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert torch.is_grad_enabled() == grad, "grad mode changed"
+    assert torch.get_default_dtype() == dtype, "default dtype changed"
+    assert len(std_tqdm._instances) == bars, "a progress bar was left open"
+
+
+def _param(row: str):
+    c = CASES[row]
+    marks = [pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []
+    return pytest.param(row, id=row, marks=marks)
+
+
+@pytest.mark.parametrize("row", [_param(row) for row in CASES])
+def test_row(row, tmp_path):
+    c = CASES[row]
+    with pytest.raises(BaseException) as info:
+        c.run(tmp_path)
+    err = info.value
+    assert not isinstance(err, TimeoutError), f"{row} hung"
+    if c.exact:
+        assert type(err) is c.kind, f"{row}: {type(err).__name__} instead of the user's {c.kind.__name__}"
+    else:
+        assert isinstance(err, c.kind), f"{row}: {type(err).__name__}: {err}"
+    if c.kind is CliExit:
+        assert err.code == 2, f"{row}: exit status {err.code}"
+        assert len(err.lines) == 1 and "Traceback" not in str(err), f"{row}: not one line: {err.lines}"
+    elif not c.exact:
+        assert isinstance(err, PitsolveError)
+        builtin = {InputValueError: ValueError, InputTypeError: TypeError, ConvergenceError: RuntimeError,
+                   NonFiniteError: FloatingPointError}[c.kind]
+        assert isinstance(err, builtin)
+    text = "\n".join([str(err), *getattr(err, "__notes__", ())])
+    assert re.search(c.match, text, re.DOTALL), f"{row}: {text!r} does not match {c.match!r}"
+    if c.after is not None:
+        c.after()

@@ -1,0 +1,189 @@
+"""The divergence guards of ``solve`` (pitsolve/_guard.py): each fires, is recorded, and the answer stays right.
+
+Every guarded solve is compared with :func:`pitsolve.sequential` on the same
+system.  After a fall to the sequential rung the remaining points are
+computed exactly as the sequential solve computes them, so the comparison
+tolerance is the one of the stopping rule; the depth budget is checked
+against the sequential depth ``N·K`` exactly (integers).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pitsolve
+from pitsolve import BandedSystem, Guard, InputTypeError, InputValueError
+from pitsolve._guard import Damped
+from pitsolve.jacobians import Sweep, Cost
+
+F64 = torch.float64
+
+
+def lorenz(t, y):
+    x, v, z = y[..., 0], y[..., 1], y[..., 2]
+    return torch.stack([10 * (v - x), x * (28 - z) - v, x * v - 8 / 3 * z], -1)
+
+
+def lorenz_system(T=12.0, N=240):
+    """Chaotic over this horizon: errors grow ~e^{0.9 t}, so far-ahead iterates blow up."""
+    return pitsolve.ODESystem(lorenz, torch.tensor([1.0, 1.0, 1.0], dtype=F64),
+                              torch.linspace(0, T, N + 1, dtype=F64), method="rk4", substeps=2,
+                              atol=1e-6, rtol=1e-6)
+
+
+class NonNormal(BandedSystem):
+    """``Φ_n(x) = M x`` with a contractive but non-normal ``M`` whose diagonal exceeds 1.
+
+    ``M = [[1.5, -1], [1, -0.5]]`` has the double eigenvalue 0.5 (the sequential
+    solve decays), but ``diag(M) = (1.5, -0.5)``: the quasi-DEER scan
+    multiplies errors by 1.5 per point, a finite but enormous growth over a
+    long window — the "residual growth" guard, not the non-finite one.
+    """
+
+    def __init__(self, n=60, M=((1.5, -1.0), (1.0, -0.5))):
+        self.n = n
+        self.M = torch.tensor(M, dtype=F64)
+
+    @property
+    def initial_state(self):
+        return torch.tensor([1.0, 0.3], dtype=F64)
+
+    @property
+    def num_intervals(self):
+        return self.n
+
+    def propagate(self, states, indices):
+        return states @ self.M.T
+
+    def jvp_flat(self, states, indices, tangents):
+        return self.propagate_flat(states, indices), tangents @ self.M.T
+
+
+def max_err(a, b):
+    return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("jacobian", ["anderson", "diagonal", "newton", "dense", "parareal"])
+def test_lorenz_blow_up_falls_back_and_stays_within_sequential_depth(jacobian):
+    system = lorenz_system()
+    seq = pitsolve.sequential(system)
+    sol = pitsolve.solve(system, jacobian, tol=1e-9)
+    assert sol.converged
+    assert max_err(sol.ys, seq.ys) < 1e-6 * float(seq.ys.abs().max())
+    assert sol.depth <= seq.depth  # never more sequential model calls than the sequential solve
+    assert sol.fallbacks, "the blow-up should have moved the solve down the ladder"
+    first = sol.fallbacks[0]
+    assert first.source == "strategy" and first.target == "damped" and first.reason == "non-finite iterates"
+    assert [f.target for f in sol.fallbacks] == ["damped", "identity", "sequential"][: len(sol.fallbacks)]
+    assert sol.iterations <= system.num_intervals
+
+
+def test_lorenz_without_guard_spends_more_depth_than_sequential():
+    """The guard is what keeps the depth bound: the bare diagonal strategy overshoots it."""
+    system = lorenz_system()
+    seq = pitsolve.sequential(system)
+    bare = pitsolve.solve(system, "diagonal", tol=1e-9, guard=False)
+    assert bare.converged and not bare.fallbacks
+    assert bare.depth > seq.depth
+    assert bare.resets > 0  # the non-finite iterates the guard reacts to
+
+
+def test_residual_growth_guard_fires_on_finite_divergence():
+    system = NonNormal()
+    seq = pitsolve.sequential(system)
+    bare = pitsolve.solve(system, "diagonal", tol=1e-10, guard=False, max_iters=6, throw=False)
+    assert min(bare.residuals) > 1e9 and bare.resets == 0  # it really diverges, finitely
+    sol = pitsolve.solve(system, "diagonal", tol=1e-10, guard=Guard(budget=False))
+    assert sol.converged and max_err(sol.ys, seq.ys) < 1e-9
+    assert sol.fallbacks and sol.fallbacks[0].reason == "step growth" and sol.fallbacks[0].iteration == 1
+    assert sol.depth <= 2 * seq.depth  # budget off: the JVP waves may cost, but the fall stops the growth
+
+
+def test_residual_growth_guard_sends_identity_to_the_sequential_sweep():
+    """Φ(x) = diag(1.3, 0.5) x: the identity update under-corrects an expanding map and
+    its window residual grows ~1e8-fold; the guard cuts the wasted work."""
+    system = NonNormal(M=((1.3, 0.0), (0.0, 0.5)))
+    seq = pitsolve.sequential(system)
+    bare = pitsolve.solve(system, "identity", tol=1e-10, guard=False)
+    assert max(bare.residuals) > 1e7 * bare.residuals[0]
+    sol = pitsolve.solve(system, "identity", tol=1e-10)
+    assert [(f.source, f.target, f.reason) for f in sol.fallbacks] == [("strategy", "sequential", "residual growth")]
+    assert sol.fallbacks[0].iteration <= 8
+    assert max_err(sol.ys, seq.ys) < 1e-9 * float(seq.ys.abs().max())
+    assert sol.nfe < bare.nfe / 3 and sol.depth <= seq.depth
+
+
+def test_depth_budget_replaces_expensive_sweeps_and_bounds_depth():
+    """Newton's JVP sweep is as deep as the window; the budget swaps in identity sweeps."""
+    vdp = pitsolve.ODESystem(lambda t, y: torch.stack([y[..., 1], 2 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1),
+                             torch.tensor([2.0, 0.0], dtype=F64), torch.linspace(0, 4, 41, dtype=F64))
+    seq = pitsolve.sequential(vdp)
+    bare = pitsolve.solve(vdp, "newton", tol=1e-10, guard=False)
+    guarded = pitsolve.solve(vdp, "newton", tol=1e-10)
+    assert bare.depth > seq.depth
+    assert guarded.depth <= seq.depth and guarded.budget_sweeps > 0
+    assert max_err(guarded.ys, seq.ys) < 1e-8
+
+
+def test_budget_off_keeps_the_bare_strategy():
+    system = lorenz_system(T=2.0, N=40)
+    bare = pitsolve.solve(system, "diagonal", tol=1e-10, guard=False)
+    off = pitsolve.solve(system, "diagonal", tol=1e-10, guard=Guard(budget=False, growth=1e300))
+    assert off.budget_sweeps == 0 and off.iterations == bare.iterations and torch.equal(off.ys, bare.ys)
+
+
+def test_benign_solve_never_falls_back():
+    vdp = pitsolve.ODESystem(lambda t, y: torch.stack([y[..., 1], (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1),
+                             torch.tensor([2.0, 0.0], dtype=F64), torch.linspace(0, 5, 101, dtype=F64))
+    for jacobian in ["identity", "anderson", "zero"]:
+        sol = pitsolve.solve(vdp, jacobian, tol=1e-8, window=16)
+        assert sol.converged and not sol.fallbacks and sol.budget_sweeps == 0, jacobian
+
+
+def test_damped_is_the_convex_blend_of_identity_and_strategy():
+    system = NonNormal(n=5)
+    x = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    idx = torch.arange(5)
+    fx = system.propagate_flat(x[:-1], idx)
+    sweep = Sweep(system=system, start=0, indices=idx, x=x, fx=fx, cost=Cost())
+    inner = pitsolve.jacobians.Dense()
+    a = pitsolve.jacobians.Identity().update(sweep)
+    b = inner.update(Sweep(system=system, start=0, indices=idx, x=x, fx=fx, cost=Cost()))
+    d = Damped(inner, 0.25).update(sweep)
+    assert torch.allclose(d, a + 0.25 * (b - a), atol=1e-14)
+    assert torch.allclose(d[0], fx[0], atol=1e-14)  # the first point stays exact
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(growth=1.0), r"growth=1\.0.*> 1"),
+    (dict(growth=float("nan")), r"growth=nan"),
+    (dict(patience=0), r"patience=0.*int >= 1"),
+    (dict(damping=1.5), r"damping=1\.5.*\(0, 1\)"),
+])
+def test_guard_settings_are_validated(kwargs, match):
+    with pytest.raises(InputValueError, match=match):
+        Guard(**kwargs)
+
+
+def test_guard_argument_is_validated():
+    system = NonNormal(n=4)
+    with pytest.raises(InputTypeError, match=r"guard is a str; pass True, False or a pitsolve.Guard"):
+        pitsolve.solve(system, guard="yes")
+    with pytest.raises(InputTypeError, match=r"Guard\(budget=1\)"):
+        Guard(budget=1)
+
+
+def test_trajectory_false_keeps_first_and_last_point_only():
+    system = lorenz_system(T=1.0, N=50)
+    full = pitsolve.solve(system, "identity", tol=1e-10, window=8)
+    light = pitsolve.solve(system, "identity", tol=1e-10, window=8, trajectory=False)
+    assert light.ys.shape == (2, 3)
+    assert torch.equal(light.ys[0], full.ys[0]) and torch.equal(light.y, full.y)
+    assert light.point_residuals == [] and light.residuals == full.residuals
+    seq = pitsolve.sequential(system, trajectory=False)
+    assert seq.ys.shape == (2, 3) and torch.equal(seq.y, pitsolve.sequential(system).y)
+    # A non-converged light solve returns its best final iterate too.
+    part = pitsolve.solve(system, "identity", tol=1e-10, window=8, max_iters=2, throw=False, trajectory=False)
+    part_full = pitsolve.solve(system, "identity", tol=1e-10, window=8, max_iters=2, throw=False)
+    assert not part.converged and torch.equal(part.y, part_full.y)
