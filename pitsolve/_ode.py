@@ -58,6 +58,11 @@ class ODESystem(BandedSystem):
             ``s_n = atol + rtol·|X_n|`` elementwise; ``solve(tol=δ)`` accepts a
             point when ``RMS(ΔX_n / s_n) ≤ δ``.
         batched_func: whether ``func`` is already batched over intervals.
+        func_dtype: evaluate ``func`` in this precision (e.g.
+            ``torch.bfloat16``): ``t`` and ``y`` are cast to it before each
+            call and the derivative back to ``y0``'s dtype, so the integrator,
+            the solver's state and its sums stay in ``y0``'s precision.
+            ``None``: ``func`` sees ``y0``'s dtype.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class ODESystem(BandedSystem):
         atol: float = 1.0,
         rtol: float = 1.0,
         batched_func: bool = False,
+        func_dtype: Optional[torch.dtype] = None,
     ):
         if not callable(func):
             raise InputTypeError(f"func is a {type(func).__name__}, not callable; pass func(t, y).")
@@ -87,6 +93,11 @@ class ODESystem(BandedSystem):
         self.atol, self.rtol = check_tolerances(atol, rtol)
         self.func = func
         self.batched_func = bool(batched_func)
+        if func_dtype is not None and not (isinstance(func_dtype, torch.dtype) and func_dtype.is_floating_point):
+            raise InputTypeError(
+                f"func_dtype={func_dtype!r} is not a floating-point torch.dtype; pass e.g. torch.bfloat16 or None."
+            )
+        self.func_dtype = func_dtype
         self._y0 = y0
         self._s = torch.linspace(0.0, 1.0, self.substeps + 1, dtype=self._spec.dtype, device=self._spec.device)
         self._s_coarse = self._s[[0, -1]]
@@ -138,13 +149,18 @@ class ODESystem(BandedSystem):
             "atol, rtol": f"{self.atol!r}, {self.rtol!r}",
             "func": digest(self.func),
             "batched_func": str(self.batched_func),
+            "func_dtype": str(self.func_dtype),
         }
 
     # -- internals ------------------------------------------------------------
     def _batched(self, tt: torch.Tensor, y: State) -> State:
-        if self.batched_func:
-            return self.func(tt, y)
-        return torch.func.vmap(self.func, in_dims=(0, 0))(tt, y)
+        low = self.func_dtype
+        if low is not None:
+            tt, y = tt.to(low), _map(lambda p: p.to(low), y)
+        out = self.func(tt, y) if self.batched_func else torch.func.vmap(self.func, in_dims=(0, 0))(tt, y)
+        if low is not None:
+            out = _map(lambda d: d.to(self._spec.dtype), out)
+        return out
 
     def _integrate(self, states: State, indices: torch.Tensor, s: torch.Tensor) -> State:
         ta = self.t[indices]

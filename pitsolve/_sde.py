@@ -134,7 +134,10 @@ class SDESystem(BandedSystem):
             rescaled, states.reshape(B * batch, d), s[[0, -1]], bm=GridBrownian(s, W),
             method=self.method, dt=1.0 / K,
         )
-        return ys[-1].reshape(B, batch, d)
+        out = ys[-1].reshape(B, batch, d)
+        # Milstein differentiates g internally, so its result carries a graph even when
+        # the states do not; detach it then, or graphs would chain across sweeps.
+        return out.detach() if out.requires_grad and not states.requires_grad else out
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * states[:, self.monitored].abs()

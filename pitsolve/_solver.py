@@ -193,8 +193,10 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
             ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)
             passed = ratio <= tol
             passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
-            passed[0] = True
-            shift = int(torch.cumprod(passed.to(torch.int64), 0).sum())
+            # The leading run of passing points; at least the first, which is exact (Φ of the
+            # accepted anchor).  The first point does not pass by fiat: if it moved, the points
+            # after it were computed from its old value and must be swept again.
+            shift = max(1, int(torch.cumprod(passed.to(torch.int64), 0).sum()))
             residual = float(ratio.max())
             steps = None
             if ladder.compares_steps and valid == p:
