@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from pitsolve.adapters.cli import main
+import pitsolve
+from pitsolve.adapters.cli import build_parser, main
+from pitsolve.adapters.cli.ode import build_system
+from pitsolve.adapters.cli.models import weights_digest
+
+#: The fields both commands' stats.json start with (docs/cli.md, "The header").
+HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for this module, restored after it: the models are tiny, more threads only add
+    synchronisation on a machine whose few cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_unet(seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)  # the random weights of the saved model; inside a fixture, not at import
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
 
 
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"))
     folder = tmp_path_factory.mktemp("pipe")
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(folder)
+    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler()).save_pretrained(folder)
     return folder
 
 
@@ -90,3 +110,91 @@ def test_solve_command(tmp_path, capsys):
     assert main(["solve", "--n-intervals", "8", "--repeats", "1", "--out", str(tmp_path)]) == 0
     assert "anderson" in capsys.readouterr().out
     assert (tmp_path / "convergence.png").exists() and (tmp_path / "stats.json").exists()
+
+
+# -- the JSON header: enough to reproduce the run ------------------------------------------------------
+
+def small_sample(model, out, *extra):
+    return ["sample", "--model", str(model), "--scheduler", "ddim", "--steps", "4", "--num-images", "1",
+            "--output", str(out), "--no-progress", *extra]
+
+
+def test_both_jsons_carry_the_header(tiny_pipeline, tmp_path):
+    """A space in the output path survives the recorded command; both commands write the same header."""
+    runs = {"sample": (small_sample(tiny_pipeline, tmp_path / "sample out"), tmp_path / "sample out", "--output"),
+            "solve": (["solve", "--n-intervals", "4", "--repeats", "1", "--out", str(tmp_path / "solve out")],
+                      tmp_path / "solve out", "--out")}
+    for cmd, (argv, out, flag) in runs.items():
+        assert main(argv) == 0
+        stats = json.loads((out / "stats.json").read_text())
+        assert list(stats)[:len(HEADER)] == list(HEADER), cmd
+        command = shlex.split(stats["command"])
+        assert command[:2] == ["pitsolve", cmd] and command[command.index(flag) + 1] == str(out)
+        assert vars(build_parser().parse_args(command[1:])) == vars(build_parser().parse_args(argv))
+        assert set(stats["versions"]) == {"python", "torch", "diffusers", "pitsolve"}
+        assert stats["versions"]["torch"] == torch.__version__
+        assert stats["versions"]["pitsolve"] == pitsolve.__version__
+        assert stats["threads"] == 1 and stats["device"] == "cpu"
+        assert stats["settings"]["guard"] == repr(pitsolve.Guard())
+        for row in stats["rows"]:
+            assert row["fallbacks"] == [] and isinstance(row["budget_sweeps"], int)
+    assert stats["seed"] is None  # solve: nothing random
+
+
+def test_sample_json_identifies_the_model(tmp_path):
+    """The model is recorded as a path --model accepts, its label apart, and by content: a folder changed
+    at the same path changes the digest or the scheduler config; the same weights saved as .bin do not."""
+    folder, out = tmp_path / "model", tmp_path / "out"
+    DDPMPipeline(unet=tiny_unet(0), scheduler=DDPMScheduler()).save_pretrained(folder)
+    assert main(small_sample(folder, out)) == 0
+    first = json.loads((out / "stats.json").read_text())
+    assert first["settings"]["model"] == str(folder) and first["model"]["label"] == str(folder)
+    assert first["model"]["weights_sha256"] == weights_digest(tiny_unet(0))
+    assert first["model"]["scheduler_config"]["_class_name"] == "DDPMScheduler"
+    assert first["model"]["unet_config"]["block_out_channels"] == [8, 16]
+
+    DDPMPipeline(unet=tiny_unet(0), scheduler=DDPMScheduler()).save_pretrained(folder, safe_serialization=False)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert main(small_sample(folder, out)) == 0
+    same = json.loads((out / "stats.json").read_text())["model"]
+    assert same == first["model"]
+
+    DDPMPipeline(unet=tiny_unet(1), scheduler=DDPMScheduler(beta_end=0.03)).save_pretrained(folder)
+    assert main(small_sample(folder, out)) == 0
+    changed = json.loads((out / "stats.json").read_text())["model"]
+    assert changed["weights_sha256"] != first["model"]["weights_sha256"]
+    assert changed["scheduler_config"]["beta_end"] == 0.03 != first["model"]["scheduler_config"]["beta_end"]
+
+
+def test_sample_passes_no_guard_through(tiny_pipeline, tmp_path, monkeypatch):
+    seen = []
+    solve = pitsolve.solve
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("guard", True))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(pitsolve, "solve", spy)
+    for k, extra in enumerate(([], ["--no-guard"])):
+        assert main(small_sample(tiny_pipeline, tmp_path / str(k), *extra)) == 0
+        stats = json.loads((tmp_path / str(k) / "stats.json").read_text())
+        assert ("--no-guard" in shlex.split(stats["command"])) == bool(extra)
+        assert stats["settings"]["guard"] == (False if extra else repr(pitsolve.Guard()))
+    assert seen == [pitsolve.Guard(), False]
+
+
+def test_solve_records_what_the_guard_did(tmp_path):
+    """On Van der Pol over [0, 8] with N = 6 the strategies fall down the ladder; the JSON holds each
+    solve's moves and budget sweeps as pitsolve.solve reports them, and none with --no-guard."""
+    argv = ["solve", "--n-intervals", "6", "--t-end", "8", "--repeats", "1"]
+    assert main([*argv, "--out", str(tmp_path / "on")]) == 0
+    assert main([*argv, "--no-guard", "--out", str(tmp_path / "off")]) == 0
+    on, off = (json.loads((tmp_path / k / "stats.json").read_text()) for k in ("on", "off"))
+    assert off["settings"]["guard"] is False and "--no-guard" in shlex.split(off["command"])
+    system = build_system(6, 2, torch.float64, 8.0)
+    for row in on["rows"][1:]:
+        sol = pitsolve.solve(system, row["strategy"], tol=1e-8, throw=False)
+        assert row["fallbacks"] == [vars(f) for f in sol.fallbacks], row["strategy"]
+        assert row["budget_sweeps"] == sol.budget_sweeps
+    assert any(row["fallbacks"] for row in on["rows"])
+    assert all(row["fallbacks"] == [] and row["budget_sweeps"] == 0 for row in off["rows"])

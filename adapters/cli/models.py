@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DDPMPipeline,
@@ -17,7 +20,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from pitsolve import InputValueError
 
-__all__ = ["load_model", "make_scheduler", "SCHEDULERS", "DEFAULT_STEPS"]
+__all__ = ["load_model", "make_scheduler", "weights_digest", "config_dict", "SCHEDULERS", "DEFAULT_STEPS"]
 
 #: CLI name → (Diffusers class, extra config).
 SCHEDULERS = {
@@ -66,3 +69,25 @@ def make_scheduler(name: str, base) -> object:
     """The scheduler ``name`` built from ``base``'s config (its noise schedule and prediction type)."""
     cls, extra = SCHEDULERS[name]
     return cls.from_config(base.config, **extra)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of ``module.state_dict()``: every tensor's name, dtype, shape and bytes, keys in sorted order.
+
+    It identifies the weights themselves, whatever file format (safetensors, .bin) held them, so a
+    folder changed at the same path is detected.
+    """
+    digest = hashlib.sha256()
+    state = module.state_dict()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_dict(obj) -> Dict[str, Any]:
+    """A Diffusers model's or scheduler's config as plain JSON values, with its ``_class_name``."""
+    config = {k: v for k, v in dict(obj.config).items() if not k.startswith("_")}
+    config = json.loads(json.dumps(config, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    return {"_class_name": type(obj).__name__, **config}

@@ -19,8 +19,10 @@ On a CPU the batched sweep is not spread over devices, so the wall-time
 ratio measures overheads as much as parallelism; depth is the figure that
 bounds the speed-up on parallel hardware (DESIGN.md §4).
 
-Saved in ``--out``: ``stats.json`` (the table, plus the error after every
-iteration) and ``convergence.png``: for each strategy, the largest error
+Saved in ``--out``: ``stats.json`` (the header of :mod:`.record`: the command
+line, versions, threads and settings; then the table, plus the error after
+every iteration and what the divergence guard did) and ``convergence.png``:
+for each strategy, the largest error
 over the trajectory of the iterate ``solve`` returns after k iterations
 (``solve(..., max_iters=k, throw=False)`` re-run for every k), on a log axis;
 exact zeros are drawn at ε/10 of the dtype, and errors above 1e6 or not
@@ -36,7 +38,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import matplotlib
 
@@ -46,7 +48,7 @@ import torch  # noqa: E402
 
 import pitsolve  # noqa: E402
 
-from . import checks  # noqa: E402
+from . import checks, record  # noqa: E402
 
 MU = 1.0
 Y0 = (2.0, 0.0)
@@ -84,6 +86,7 @@ def row(name: str, sol: pitsolve.Solution, ref: pitsolve.Solution, fine_steps: i
         "max_abs_error": max_error(sol, ref),
         "wall_time_s": sol.wall_time,
         "wall_time_ratio": sol.wall_time / ref.wall_time,
+        **record.guard_fields(sol),
     }
 
 
@@ -92,9 +95,10 @@ def fastest(run: Callable[[], pitsolve.Solution], repeats: int) -> pitsolve.Solu
     return min((run() for _ in range(repeats)), key=lambda sol: sol.wall_time)
 
 
-def run_strategy(system, ref, name: str, tol: float, window: Optional[int], repeats: int) -> Dict:
+def run_strategy(system, ref, name: str, tol: float, window: Optional[int], repeats: int,
+                 guard: Union[bool, pitsolve.Guard] = True) -> Dict:
     """The timed solve and the error of the iterate after k = 1 … iterations sweeps."""
-    kwargs = dict(tol=tol, window=window, throw=False)
+    kwargs = dict(tol=tol, window=window, throw=False, guard=guard)
     # k = 1 and 2 first: they also warm up every code path of the timed solve.
     runs = {k: pitsolve.solve(system, name, max_iters=k, **kwargs) for k in (1, 2)}
     sol = fastest(lambda: pitsolve.solve(system, name, **kwargs), repeats)
@@ -170,6 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tol", type=float, default=1e-8, help="δ of the stopping rule (Eq. 14)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per solve; the fastest is reported")
+    parser.add_argument("--no-guard", dest="guard", action="store_false",
+                        help="run every strategy bare, without pitsolve.Guard's fallbacks and depth budget")
     return parser
 
 
@@ -192,11 +198,12 @@ def run(args: argparse.Namespace) -> Dict:
     checks.tolerance(args.tol)
     checks.output_folder(args.out, "--out")
     dtype = DTYPES[args.dtype]
+    guard = record.guard(args)
     system = build_system(args.n_intervals, args.substeps, dtype, args.t_end)
     N, K = system.num_intervals, system.steps_per_interval
     title = (
         f"Van der Pol (mu={MU}) on [0, {args.t_end}], y0={Y0}: N={N} intervals x K={K} RK4 steps\n"
-        f"tol={args.tol:g}, window={args.window}, {args.dtype}"
+        f"tol={args.tol:g}, window={args.window}, {args.dtype}{'' if guard else ', no guard'}"
     )
     print(title.replace("\n", ", "))
 
@@ -204,7 +211,7 @@ def run(args: argparse.Namespace) -> Dict:
     ref = fastest(lambda: pitsolve.sequential(system), args.repeats)
     rows = [row("sequential", ref, ref, N * K)]
     for name in pitsolve.jacobians.REGISTRY:
-        rows.append(run_strategy(system, ref, name, args.tol, args.window, args.repeats))
+        rows.append(run_strategy(system, ref, name, args.tol, args.window, args.repeats, guard))
     print(format_table(rows))
     for r in rows:
         if not r["converged"]:
@@ -213,7 +220,10 @@ def run(args: argparse.Namespace) -> Dict:
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "convergence.png"
     plot(rows[1:], torch.finfo(dtype).eps / 10, png, title)
+    settings = {"n_intervals": N, "substeps": K, "window": args.window, "t_end": args.t_end, "tol": args.tol,
+                "dtype": args.dtype, "repeats": args.repeats, "guard": record.guard_setting(guard)}
     stats = finite_or_null({
+        **record.header(record.command("solve", args, add_arguments), device="cpu", seed=None, settings=settings),
         "problem": {
             "name": "van_der_pol", "mu": MU, "y0": list(Y0), "t_end": args.t_end, "method": "rk4",
             "n_intervals": N, "substeps": K, "tol": args.tol, "window": args.window, "dtype": args.dtype,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
+import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -17,11 +16,11 @@ from pitsolve import InputValueError
 from ..diffusers.sampling import DEFAULT_TOL, build_system
 from ..diffusion.init import PosteriorInit
 from .. import plots
-from . import checks
-from .models import DEFAULT_STEPS, SCHEDULERS, load_model, make_scheduler
+from . import checks, record
+from .models import DEFAULT_STEPS, SCHEDULERS, config_dict, load_model, make_scheduler, weights_digest
 from .table import format_table
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "add_arguments", "run"]
 
 DESCRIPTION = """\
 Sample a diffusion model twice with the same noise: with the sequential
@@ -41,6 +40,13 @@ example:
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample a diffusion model sequentially and in parallel, and compare",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(command=run)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``pitsolve sample``."""
     p.add_argument("--model", default=None, metavar="PATH",
                    help="a Diffusers DDPMPipeline or UNet2DModel folder (default: the bundled digits DDPM)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddpm", help="sampler (default: ddpm)")
@@ -55,6 +61,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start (default: 1)")
     p.add_argument("--jacobian", choices=sorted(pitsolve.jacobians.REGISTRY), default="identity",
                    help="Jacobian strategy of the parallel solve (default: identity = ParaSolver)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="run the strategy bare, without pitsolve.Guard's fallbacks and depth budget (default: guarded)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
     p.add_argument("--num-images", type=int, default=16, help="images per run (default: 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise generator (default: 0)")
@@ -62,7 +70,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=None, help="cap on rows per model call (default: none)")
     p.add_argument("--output", "-o", type=Path, default=Path("outputs/sample"), help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.set_defaults(command=run)
     return p
 
 
@@ -95,7 +102,12 @@ def run(args) -> Dict:
             f"--preconditioning-steps={args.preconditioning_steps} is larger than --steps={steps}; "
             f"pass 0 <= M <= {steps}."
         )
+    model_path = None if args.model is None else os.path.abspath(args.model)
+    guard = record.guard(args)
     unet, base, label = load_model(args.model)
+    model = {"label": label, "path": model_path, "parameters": sum(p.numel() for p in unet.parameters()),
+             "weights_sha256": weights_digest(unet), "unet_config": config_dict(unet),
+             "scheduler_config": config_dict(base)}
     unet = unet.to(args.device).eval()
     scheduler = make_scheduler(args.scheduler, base)
     window = None if args.window == 0 else min(args.window, N)
@@ -105,27 +117,27 @@ def run(args) -> Dict:
         return build_system(unet, scheduler, num_inference_steps=steps, generator=torch.Generator().manual_seed(args.seed),
                             shape=shape, intervals=N, eta=args.eta, max_batch=args.max_batch)
 
-    print(f"model: {label} ({sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters), "
+    print(f"model: {label} ({model['parameters'] / 1e6:.2f} M parameters), "
           f"{args.scheduler}-{steps}, {args.num_images} images, seed {args.seed}, device {args.device}")
     print(f"parallel: N={N} intervals, window={window or N}, tol={args.tol}, M={args.preconditioning_steps}, "
-          f"jacobian={args.jacobian}")
+          f"jacobian={args.jacobian}{'' if guard else ', no guard'}")
     with torch.no_grad():
         _warm_up(unet, shape, (window or N) * args.num_images, args.device)
         seq_sol = pitsolve.sequential(system(), progress=not args.no_progress)
     seq = seq_sol.y[0]
     frames: List[torch.Tensor] = []
 
-    def record(it: pitsolve.Iteration) -> None:
+    def keep_frame(it: pitsolve.Iteration) -> None:
         frames.append(it.states[1][-1, 0].detach().cpu())  # x̂_0 carried at the window's last point, image 0
 
     with torch.no_grad():
         par_sol = pitsolve.solve(system(), args.jacobian, window=window, tol=args.tol,
                                  init=PosteriorInit(args.preconditioning_steps), progress=not args.no_progress,
-                                 callback=record, throw=False)
+                                 callback=keep_frame, throw=False, guard=guard)
     par = par_sol.y[0]
     error = float((par - seq).float().pow(2).mean().sqrt() / seq.float().pow(2).mean().sqrt())
     fd_seq = fd_par = None
-    if tuple(shape[1:]) == (1, 16, 16):
+    if tuple(shape[1:]) == (1, 16, 16) and args.num_images >= 2:  # a covariance needs two images
         from pitsolve.adapters.digits import frechet_distance
 
         fd_seq, fd_par = frechet_distance(seq.cpu()), frechet_distance(par.cpu())
@@ -146,18 +158,18 @@ def run(args) -> Dict:
         "x0_strip": plots.x0_strip(frames[:16], out / "x0_strip.png",
                                    title="x̂0 at the window's last point after each iteration (image 0)"),
     }
+    settings = {"model": model_path, "scheduler": args.scheduler, "steps": steps, "intervals": N, "window": window,
+                "tol": args.tol, "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
+                "guard": record.guard_setting(guard), "eta": args.eta, "num_images": args.num_images,
+                "seed": args.seed, "device": args.device, "max_batch": args.max_batch}
     stats = {
-        "command": "pitsolve sample " + " ".join(_argv(args)),
-        "settings": {"model": label, "scheduler": args.scheduler, "steps": steps, "intervals": N, "window": window,
-                     "tol": args.tol, "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
-                     "eta": args.eta, "num_images": args.num_images, "seed": args.seed, "device": args.device,
-                     "max_batch": args.max_batch},
+        **record.header(record.command("sample", args, add_arguments, model=model_path),
+                        device=args.device, seed=args.seed, settings=settings),
+        "model": model,
         "rows": rows,
         "status": par_sol.status.name,
         "message": par_sol.message,
         "files": {k: str(v) for k, v in files.items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "pitsolve": pitsolve.__version__},
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(f"images:  {files['grid']} (parallel), {files['grid_sequential']} (sequential)")
@@ -176,18 +188,9 @@ def _warm_up(unet, shape, rows: int, device) -> None:
 def _row(name, sol, ref, error, fd) -> Dict:
     return {"method": name, "wall_time": sol.wall_time, "speedup": ref.wall_time / sol.wall_time,
             "iterations": sol.iterations, "depth": sol.depth, "nfe": sol.nfe, "error": error, "frechet": fd,
-            "converged": sol.converged}
+            "converged": sol.converged, **record.guard_fields(sol)}
 
 
 def _size(sample_size):
     return (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
 
-
-def _argv(args) -> List[str]:
-    out = []
-    for key, value in sorted(vars(args).items()):
-        if key in ("command", "cmd") or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        out += [flag] if value is True else [flag, str(value)]
-    return out
