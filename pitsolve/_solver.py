@@ -193,10 +193,17 @@ def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_ite
             ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)
             passed = ratio <= tol
             passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
-            # The leading run of passing points; at least the first, which is exact (Φ of the
-            # accepted anchor).  The first point does not pass by fiat: if it moved, the points
-            # after it were computed from its old value and must be swept again.
-            shift = max(1, int(torch.cumprod(passed.to(torch.int64), 0).sum()))
+            # The leading run of passing points, and one more: the point after the run is Φ of a
+            # point that passed, so it is as accurate as the run itself (ParaDiGMS' rule); with an
+            # empty run that is the first point, Φ of the accepted anchor, exact.  The first point
+            # does not pass by fiat: if it moved, the points after it were computed from its old
+            # value and must be swept again.
+            run = int(torch.cumprod(passed.to(torch.int64), 0).sum())
+            shift = run
+            if run < valid:  # never a re-initialised row
+                if run > 0:
+                    new = _after_run(new, fx, x, run, system.passive)
+                shift = run + 1
             residual = float(ratio.max())
             steps = None
             if ladder.compares_steps and valid == p:
@@ -312,6 +319,22 @@ def _update(strategy, routed, system, initializer, start, indices, x, fx, finite
     fresh = initializer.initialize(system, new[-1], start + new.shape[0], p - new.shape[0], cost)
     change = torch.cat([change, fresh - x[1 + new.shape[0] :]])
     return torch.cat([new, fresh]), new.shape[0], change
+
+
+def _after_run(new, fx, x, run, passive):
+    """Row ``run`` of the iterate rebuilt from its accepted predecessor: ``Φ(X^k) + (X^{k+1} − X^k)``.
+
+    Its predecessor (row ``run − 1``) passed Eq. 14, so ``X^k`` and ``X^{k+1}``
+    there differ by at most the tolerance and this value is ``Φ`` of the
+    accepted point to that order, whatever the strategy's own value for the
+    row was (an Anderson extrapolation, say).  Passive parts take ``Φ``'s value.
+    """
+    row = fx[run] + (new[run - 1] - x[run])
+    if passive is not None:
+        row[passive] = fx[run, passive]
+    new = new.clone()
+    new[run] = row
+    return new
 
 
 def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool = True) -> Solution:

@@ -58,7 +58,8 @@ def test_parallel_samples_have_the_sequential_distribution(gmm, report, schedule
     n = 2000
     kw = dict(num_inference_steps=50, shape=(n, 2))
     seq, _ = sequential_sample(gmm, scheduler, generator=gen(1), **kw)
-    par, sol = parallel_sample(gmm, scheduler, generator=gen(1), intervals=10, window=6, **kw)
+    # tol 1e-3 (relative to σ_t): the sample-by-sample gap is then ~1e-4, far below the 1e-3 asked.
+    par, sol = parallel_sample(gmm, scheduler, generator=gen(1), intervals=10, window=6, tol=1e-3, **kw)
     mean_gap = float((par.mean(0) - seq.mean(0)).abs().max())
     cov_gap = float((torch.cov(par.T) - torch.cov(seq.T)).abs().max())
     report(f"GMM {sol.iterations} iterations (N=10, window 6): |mean par - seq| {mean_gap:.1e}, "
