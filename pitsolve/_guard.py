@@ -10,13 +10,16 @@ accepts at least one point per sweep) still bounds the number of sweeps by
 critical path.  :class:`Guard` adds two safeguards to
 :func:`~pitsolve.solve`:
 
-**The fallback ladder.**  When a sweep produces non-finite iterates (they
-are re-initialised, see ``Solution.resets``), or the largest stopping
-measure of a window point rises ``growth`` times above its value when the
-point entered the window, in ``patience`` consecutive sweeps (the iteration
-makes the guess worse, not better), or a sweep's step is ``growth`` times larger than the identity
-update's step on the same sweep (an extrapolation, e.g. the diagonal scan
-of a non-normal map), the solve moves one rung down, discards the window's
+**The fallback ladder.**  Non-finite iterates ahead of the front are
+re-initialised from the last finite point (``Solution.resets``).  When
+``blowups`` sweeps have blown up while no sweep advanced the front by more
+than one point, or a sweep's step is ``growth`` times larger than the
+identity update's step on the same sweep (an extrapolation, e.g. the
+diagonal scan of a non-normal map), or in ``patience`` consecutive sweeps a
+window point's stopping measure rises ``growth`` times above its value when
+it entered the window while the window's largest measure is ``growth``
+times its value in the rung's first sweep (the iteration makes the guess
+worse, not better), the solve moves one rung down, discards the window's
 unaccepted iterates and re-initialises them from the accepted front:
 
 1. the strategy as given;
@@ -71,12 +74,18 @@ class Guard:
             its value when it entered the window is diverging (so is a step
             this many times larger than the identity update's).
         patience: consecutive diverging sweeps before moving down a rung.
+        blowups: sweeps with non-finite iterates, counted while no sweep
+            advances the front by more than one point (no better than the
+            sequential sweep), before moving down a rung.  Each such sweep re-initialises the rows
+            from the last finite point; a solve from a poor start often blows
+            up far ahead for a few sweeps and then converges fast.
         damping: ``β`` of the damped rung, in ``(0, 1)``.
         budget: keep the sweeps' depth within the sequential solve's (``N·K``).
     """
 
     growth: float = 1e3
     patience: int = 2
+    blowups: int = 8
     damping: float = 0.5
     budget: bool = True
 
@@ -86,6 +95,8 @@ class Guard:
             raise InputValueError(f"Guard(growth={self.growth!r}) must be a finite number > 1 (e.g. 1e3).")
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
             raise InputValueError(f"Guard(patience={self.patience!r}) must be an int >= 1 (e.g. 2).")
+        if isinstance(self.blowups, bool) or not isinstance(self.blowups, int) or self.blowups < 1:
+            raise InputValueError(f"Guard(blowups={self.blowups!r}) must be an int >= 1 (e.g. 8).")
         if isinstance(self.damping, bool) or not isinstance(self.damping, (int, float)) \
                 or not 0 < self.damping < 1:
             raise InputValueError(f"Guard(damping={self.damping!r}) must be a number in (0, 1) (e.g. 0.5).")
@@ -176,7 +187,9 @@ class Ladder:
         self.sweep_depth = 0  # depth charged to the budget: Φ waves and strategy extras
         self._ref: Optional[torch.Tensor] = None  # each window point's first stopping measure
         self._ref_start = 0
+        self._top: Optional[float] = None  # the largest measure of the rung's first sweep
         self._strikes = 0
+        self._blowups = 0
 
     @property
     def rung(self) -> str:
@@ -217,9 +230,10 @@ class Ladder:
         """Record a sweep; move down a rung if it diverged.  Returns whether it moved.
 
         ``ratio`` holds the sweep's stopping measure of the points
-        ``window_start+1 …``; a point whose measure rises ``growth`` times
-        above the one it had when it entered the window (at least ``floor``)
-        is diverging.  (Measures of different points are not compared: their
+        ``window_start+1 …``; the sweep diverges when a point's measure rises
+        ``growth`` times above the one it had when it entered the window (at
+        least ``floor``) and the window's largest measure is ``growth`` times
+        that of the rung's first sweep.  (Measures of different points are not compared: their
         error scales differ, e.g. ``σ_t`` along a diffusion.)  ``steps`` is the
         same measure of the sweep's step ``X^{k+1} − X^k`` and of the identity
         update's step (at least ``floor``), against which a step ``growth``
@@ -229,8 +243,17 @@ class Ladder:
             return False
         reason = None
         ratio = ratio.detach().to("cpu", torch.float64)
-        if reset or not bool(torch.isfinite(ratio).all()):
+        blowup = reset or not bool(torch.isfinite(ratio).all())
+        # Blow-ups since the front last advanced by more than one point in a sweep (a solve that
+        # blows up far ahead but advances faster than the sequential sweep is paying its way).
+        if accepted - window_start > 1:
+            self._blowups = 0
+        elif blowup:
+            self._blowups += 1
+        if self._blowups >= self.guard.blowups:
             reason = "non-finite iterates"
+        elif blowup:
+            pass  # the re-initialised rows are fresh guesses; judge the next sweep
         elif steps is not None and steps[0] > self.guard.growth * steps[1]:
             reason = "step growth"
         else:
@@ -244,6 +267,12 @@ class Ladder:
                     grew = bool((ratio[lo - window_start : hi - window_start] > self.guard.growth * old).any())
                     ref[lo - window_start : hi - window_start] = old
             self._ref, self._ref_start = ref, window_start
+            # ... and the window as a whole is worse than the rung's first sweep: a point whose
+            # first measure was tiny by chance may rise while the iteration converges.
+            top = float(ratio.max())
+            if self._top is None:
+                self._top = max(top, floor)
+            grew = grew and top > self.guard.growth * self._top
             self._strikes = self._strikes + 1 if grew else 0
             if self._strikes >= self.guard.patience:
                 reason = "residual growth"
@@ -253,5 +282,5 @@ class Ladder:
         self.level += 1
         self.fallbacks.append(Fallback(iteration, accepted, source, self.rung, reason))
         self.strategy.reset(self.system)
-        self._ref, self._strikes = None, 0
+        self._ref, self._top, self._strikes, self._blowups = None, None, 0, 0
         return True

@@ -1,0 +1,89 @@
+"""The benchmark runner: a tiny ode suite into a temporary folder, its files, header and columns."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as runner  # noqa: E402
+from benchmarks import suites  # noqa: E402
+
+TINY = ["--suite", "ode", "--quick", "--repeats", "1", "--ode-problems", "vdp", "sde",
+        "--ode-strategies", "identity", "zero", "--ode-intervals", "4", "8", "--ode-fine-steps", "16",
+        "--ode-guard", "on"]
+COLUMNS = ("problem", "strategy", "guard", "N", "K", "window", "status", "iterations", "depth", "ideal_speedup",
+           "nfe_over_seq", "error", "wall_s", "seq_wall_s", "speedup", "worst_speedup")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    paths = runner.main([*TINY, "--out", str(out)])
+    return out, paths
+
+
+def test_files_are_written(written):
+    out, paths = written
+    names = {p.name for p in paths}
+    assert {"ode.json", "ode.md"} <= names
+    assert any(n.startswith("ode_") and n.endswith(".png") for n in names)
+    for p in paths:
+        assert p.parent == out and p.stat().st_size > 0
+
+
+def test_json_header_states_machine_device_versions_command(written):
+    out, _ = written
+    data = json.loads((out / "ode.json").read_text())
+    h = data["header"]
+    assert h["suite"] == "ode" and h["quick"] is True
+    assert h["command"].startswith("python -m benchmarks.run --suite ode --quick")
+    assert {"platform", "cpu_count", "torch_threads"} <= set(h["machine"])
+    assert h["device"]["name"] == "cpu"
+    assert {"python", "torch", "diffusers", "pitsolve", "git_commit"} <= set(h["versions"])
+
+
+def test_records_have_the_columns(written):
+    out, _ = written
+    records = json.loads((out / "ode.json").read_text())["records"]
+    assert len(records) == 2 * 2 * 2  # problems × N × strategies (one guard setting, window = N)
+    for r in records:
+        assert set(COLUMNS) <= set(r), sorted(set(COLUMNS) - set(r))
+        assert r["status"] == "CONVERGED"
+        assert r["error"] < 1e-6  # the parallel solve reproduces the sequential one (tol 1e-8)
+        assert r["depth"] <= r["N"] * r["K"] and r["speedup"] > 0
+    assert {r["strategy"] for r in records} == {"identity", "zero"}
+
+
+def test_markdown_has_header_and_tables(written):
+    out, _ = written
+    md = (out / "ode.md").read_text()
+    assert "python -m benchmarks.run --suite ode --quick" in md
+    assert "logical cores" in md and "torch threads" in md and "device: cpu" in md
+    assert "torch" in md and "diffusers" in md and "pitsolve" in md and "git " in md
+    assert "## Van der Pol" in md and "## double-well SDE" in md
+    assert "| strategy | guard | N |" in md
+
+
+def test_alternate_interleaves_baseline_and_contenders():
+    calls = []
+    timings = suites.alternate(lambda: calls.append("seq"), {"a": lambda: calls.append("a"),
+                                                            "b": lambda: calls.append("b")}, repeats=2)
+    assert calls == ["seq", "a", "seq", "b", "seq"] * 2
+    assert len(timings["a"].times) == len(timings["a"].baseline) == 2
+    assert timings["a"].speedup > 0
+
+
+def test_relative_rms():
+    import torch
+
+    b = torch.ones(4)
+    assert suites.relative_rms(b, b) == 0.0
+    assert suites.relative_rms(b * 1.01, b) == pytest.approx(0.01)
