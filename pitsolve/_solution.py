@@ -58,6 +58,8 @@ class Solution:
             strategy's extra depth would have exceeded the sequential
             solve's (:class:`~pitsolve.Guard`, ``budget``).
         wall_time: seconds from the start of the solve to the end.
+        tuning: for ``window="auto"``, the chosen window and the measured
+            batch-cost curve ``[(rows, seconds), …]``; else ``None``.
     """
 
     ys: State
@@ -76,6 +78,7 @@ class Solution:
     fallbacks: List[Any] = field(default_factory=list)
     budget_sweeps: int = 0
     wall_time: float = 0.0
+    tuning: Optional[dict] = None
     jacobian: Optional[str] = None
     window: Optional[int] = None
     tol: Optional[float] = None

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from . import _execution, _guard
+from . import _execution, _guard, _tuning
 from . import initializers as _initializers
 from . import jacobians as _jacobians
 from ._devices import digest, plain_repr
@@ -31,7 +31,7 @@ def solve(
     system: BandedSystem,
     jacobian: Union[str, JacobianStrategy] = "identity",
     *,
-    window: Optional[int] = None,
+    window: Union[None, int, str] = None,
     tol: float = DEFAULT_TOL,
     max_iters: Optional[int] = None,
     init=None,
@@ -65,7 +65,11 @@ def solve(
     Args:
         system: the banded system.
         jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
-        window: ``p``, the number of points iterated at once (``None``: all N).
+        window: ``p``, the number of points iterated at once (``None``: all N;
+            ``"auto"``: the largest power of two ``≤ N`` whose batched call
+            costs at most twice a single-row call, measured once per process
+            on this system and device, see :mod:`pitsolve._tuning`;
+            ``Solution.tuning`` holds the measured curve).
         tol: ``δ`` of Eq. 14 (``≥ 0``).
         max_iters: stop after this many iterations (``None``: N, which always
             suffices).
@@ -113,7 +117,10 @@ def solve(
     strategy = _jacobians.get(jacobian)
     initializer = _initializers.get(init)
     N = check_positive_int(system.num_intervals, "system.num_intervals")
-    p = N if window is None else check_positive_int(window, "window")
+    auto = isinstance(window, str) and window == "auto"
+    if isinstance(window, str) and not auto:
+        raise InputValueError(f"window={window!r} is not a window; pass an int >= 1, None (all N) or 'auto'.")
+    p = N if window is None or auto else check_positive_int(window, "window")
     if p > N:
         raise InputValueError(f"window={p} is larger than the number of intervals N={N}; pass window <= N or None.")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
@@ -135,10 +142,19 @@ def solve(
         "guard": repr(guard),
         "trajectory": repr(trajectory),
     }
+    if auto and not isinstance(executor, (_execution.LocalExecutor, _execution.MultiDeviceExecutor)):
+        raise InputValueError(
+            f"window='auto' times the model on this process's devices, which ranks of a {type(executor).__name__} "
+            "would measure differently; pass the same integer window on every rank."
+        )
     system = executor.start(system, settings)  # the system the loop runs on (first device)
     try:
-        solution = _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress,
-                            callback, started, guard, trajectory)
+        tuning = None
+        if auto:
+            p, tuning = _tuning.auto_window(system, executor, N)
+        solution = _iterate(system, strategy, initializer, executor, N, p, p if auto else window, tol, max_iters,
+                            progress, callback, started, guard, trajectory)
+        solution.tuning = tuning
         solution = executor.finish(solution)
     finally:
         executor.close()

@@ -187,3 +187,18 @@ def test_trajectory_false_keeps_first_and_last_point_only():
     part = pitsolve.solve(system, "identity", tol=1e-10, window=8, max_iters=2, throw=False, trajectory=False)
     part_full = pitsolve.solve(system, "identity", tol=1e-10, window=8, max_iters=2, throw=False)
     assert not part.converged and torch.equal(part.y, part_full.y)
+
+
+def test_window_auto_picks_a_measured_window_and_gives_the_same_answer():
+    system = lorenz_system(T=1.0, N=64)
+    sol = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
+    curve = sol.tuning["curve"]
+    assert [p for p, _ in curve] == [1, 2, 4, 8, 16, 32, 64]
+    single = curve[0][1]
+    # The rule: the largest measured window whose call costs at most twice a single-row call.
+    assert sol.window == max(p for p, t in curve if t <= 2 * single) == sol.tuning["window"]
+    assert max_err(sol.ys, pitsolve.sequential(system).ys) < 1e-8
+    again = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
+    assert again.tuning is sol.tuning or again.tuning == sol.tuning  # measured once per process
+    with pytest.raises(InputValueError, match=r"window='big' is not a window; pass an int >= 1, None .* or 'auto'"):
+        pitsolve.solve(system, window="big")
