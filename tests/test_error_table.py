@@ -293,6 +293,13 @@ case("tol-negative", "core", InputValueError, r"tol=-0\.001 must be a finite num
     lambda tmp: pitsolve.solve(good_system(), tol=-1e-3))
 case("tol-nan", "core", InputValueError, r"tol=nan must be a finite number >= 0 \(e\.g\. 1e-6\)")(
     lambda tmp: pitsolve.solve(good_system(), tol=float("nan")))
+case("identity-rest-unknown", "core", InputValueError,
+     r"rest='zero' must be 'phi' \(A_n = 0 off the monitored part\) or 'identity'")(
+    lambda tmp: pitsolve.jacobians.Identity(rest="zero"))
+case("secant-history-negative", "core", InputValueError, r"history=-1 must be an int >= 0 \(0: the base alone\)")(
+    lambda tmp: pitsolve.jacobians.Secant(history=-1))
+case("secant-base-unknown", "core", InputValueError, r"base='ones' is not one of \('identity', 'zero'\)")(
+    lambda tmp: pitsolve.jacobians.Secant(base="ones"))
 case("max-iters-zero", "core", InputValueError, r"max_iters=0 must be >= 1")(
     lambda tmp: pitsolve.solve(good_system(), max_iters=0))
 case("max-iters-too-small", "core", ConvergenceError,
@@ -363,6 +370,9 @@ case("intervals-above-steps", "adapter", InputValueError,
 case("window-above-intervals", "adapter", InputValueError,
      r"window=6 is larger than the number of intervals N=4; pass window <= N or None")(
     lambda tmp: sample(intervals=4, window=6))
+case("scale-floor-nonpositive", "adapter", InputValueError,
+     r"scale_floor=0 must be a finite number > 0 \(e\.g\. 1\.0, the data scale\) or None")(
+    lambda tmp: sample(scale_floor=0))
 case("preconditioning-above-steps", "adapter", InputValueError,
      r"preconditioning_steps=9 is larger than the number of sampling steps T=8; pass 0 <= preconditioning_steps <= 8")(
     lambda tmp: sample(preconditioning_steps=T + 1))
@@ -431,6 +441,8 @@ case("cli-window-negative", "CLI", CliExit, r"--window=-2 must be >= 0 \(0 = all
     lambda tmp: cli("sample", "--window", "-2"))
 case("cli-tol-nan", "CLI", CliExit, r"--tol=nan must be a finite number >= 0, e\.g\. --tol 1e-3")(
     lambda tmp: cli("sample", "--tol", "nan"))
+case("cli-scale-floor-negative", "CLI", CliExit, r"--scale-floor=-1\.0 must be a finite number > 0, e\.g\. 1")(
+    lambda tmp: cli("sample", "--scale-floor", "-1"))
 case("cli-device-unavailable", "CLI", CliExit, r"--device cuda:99: .*; use cpu or an available cuda:K")(
     lambda tmp: cli("sample", "--device", "cuda:99"))
 case("cli-device-meta", "CLI", CliExit, r"--device meta: the meta device holds no values; use cpu or cuda:K")(

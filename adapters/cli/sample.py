@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Dict, List
@@ -57,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=32, metavar="P",
                    help="points iterated at once; 0 for all N (default: 32)")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"δ of the stopping rule, Eq. 14 (default: {DEFAULT_TOL})")
+    p.add_argument("--scale-floor", type=float, default=None, metavar="C",
+                   help="stop on changes relative to max(sigma_t, C) instead of sigma_t (Eq. 14); "
+                        "1 = the data scale (default: none)")
     p.add_argument("--preconditioning-steps", "-M", type=int, default=1, metavar="M",
                    help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start (default: 1)")
     p.add_argument("--jacobian", choices=sorted(pitsolve.jacobians.REGISTRY), default="identity",
@@ -83,6 +87,8 @@ def _check(args) -> None:
     if args.preconditioning_steps < 0:
         raise InputValueError(f"--preconditioning-steps={args.preconditioning_steps} must be >= 0.")
     checks.tolerance(args.tol)
+    if args.scale_floor is not None and not (math.isfinite(args.scale_floor) and args.scale_floor > 0):
+        raise InputValueError(f"--scale-floor={args.scale_floor} must be a finite number > 0, e.g. 1.")
     if args.seed < 0:
         raise InputValueError(f"--seed={args.seed} must be >= 0.")
     if args.eta != 0 and args.scheduler != "ddim":
@@ -115,7 +121,8 @@ def run(args) -> Dict:
 
     def system():
         return build_system(unet, scheduler, num_inference_steps=steps, generator=torch.Generator().manual_seed(args.seed),
-                            shape=shape, intervals=N, eta=args.eta, max_batch=args.max_batch)
+                            shape=shape, intervals=N, eta=args.eta, max_batch=args.max_batch,
+                            scale_floor=args.scale_floor)
 
     print(f"model: {label} ({model['parameters'] / 1e6:.2f} M parameters), "
           f"{args.scheduler}-{steps}, {args.num_images} images, seed {args.seed}, device {args.device}")
@@ -159,7 +166,8 @@ def run(args) -> Dict:
                                    title="x̂0 at the window's last point after each iteration (image 0)"),
     }
     settings = {"model": model_path, "scheduler": args.scheduler, "steps": steps, "intervals": N, "window": window,
-                "tol": args.tol, "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
+                "tol": args.tol, "scale_floor": args.scale_floor,
+                "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
                 "guard": record.guard_setting(guard), "eta": args.eta, "num_images": args.num_images,
                 "seed": args.seed, "device": args.device, "max_batch": args.max_batch}
     stats = {

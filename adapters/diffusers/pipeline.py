@@ -50,7 +50,7 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
     (classifier-free guidance when ``guidance_scale > 1``); with a VAE the
     latents are decoded.  Sampling runs :func:`parallel_sample`
     (``parallel=False``: :func:`sequential_sample`, same noise); the solver
-    options (``intervals``, ``jacobian``, ``window``, ``tol``,
+    options (``intervals``, ``jacobian``, ``window``, ``tol``, ``scale_floor``,
     ``preconditioning_steps``, ``max_batch``) are passed through.
     """
 
@@ -133,6 +133,7 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         jacobian="identity",
         window: Optional[int] = None,
         tol: float = DEFAULT_TOL,
+        scale_floor: Optional[float] = None,
         preconditioning_steps: int = 1,
         max_batch: Optional[int] = None,
         parallel: bool = True,
@@ -174,6 +175,7 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         samples, solution = sampler(
             self.unet, self.scheduler, num_inference_steps=num_inference_steps, latents=latents,
             generator=generator, shape=shape, intervals=intervals, jacobian=jacobian, window=window, tol=tol,
+            scale_floor=scale_floor,
             preconditioning_steps=preconditioning_steps, eta=eta, guidance_scale=guidance_scale,
             encoder_hidden_states=cond, negative_encoder_hidden_states=uncond, class_labels=class_labels,
             max_batch=max_batch, progress=progress,

@@ -67,6 +67,7 @@ def build_system(
     max_batch: Optional[int] = None,
     dtype: Optional[torch.dtype] = None,
     devices: Optional[Sequence] = None,
+    scale_floor: Optional[float] = None,
 ) -> DiffusionSystem:
     """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator).
 
@@ -115,7 +116,7 @@ def build_system(
         negative_encoder_hidden_states=negative_encoder_hidden_states, guidance_scale=guidance_scale,
         max_batch=max_batch,
     )
-    system = DiffusionSystem(model, rule, latents, noise, intervals)
+    system = DiffusionSystem(model, rule, latents, noise, intervals, scale_floor=scale_floor)
     return system if first is None else system.to(first)
 
 
@@ -131,6 +132,7 @@ def parallel_sample(
     jacobian="identity",
     window: Optional[int] = None,
     tol: float = DEFAULT_TOL,
+    scale_floor: Optional[float] = None,
     preconditioning_steps: int = 1,
     eta: float = 0.0,
     guidance_scale: Optional[float] = None,
@@ -152,7 +154,8 @@ def parallel_sample(
     The ``T = num_inference_steps`` steps of the scheduler's sampler are
     grouped into ``intervals`` subintervals (N; default T) and solved as a
     banded system with :func:`pitsolve.solve`: ``jacobian``, ``window``,
-    ``tol`` (δ of Eq. 14, relative to σ_{t_n}), ``max_iters`` as there.  The
+    ``tol`` (δ of Eq. 14, relative to σ_{t_n}, or to ``max(σ_{t_n},
+    scale_floor)``, see :class:`DiffusionSystem`), ``max_iters`` as there.  The
     start is the Eq. 17 initialisation with ``preconditioning_steps`` (M)
     model steps, unless ``init`` gives another initialiser.  The result is
     the sample :func:`sequential_sample` draws with the same arguments, to
@@ -193,7 +196,7 @@ def parallel_sample(
         unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
         shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
         encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
-        class_labels=class_labels, max_batch=max_batch, devices=devices,
+        class_labels=class_labels, max_batch=max_batch, devices=devices, scale_floor=scale_floor,
     )
     init = PosteriorInit(preconditioning_steps) if init is None else init
     if isinstance(init, PosteriorInit):
@@ -227,7 +230,7 @@ def sequential_sample(
     """The sequential sampler with the same arguments and noise as :func:`parallel_sample`.
 
     Options that only concern the parallel solve (``jacobian``, ``window``,
-    ``tol``, ``preconditioning_steps``, ``max_iters``, ``init``,
+    ``tol``, ``scale_floor``, ``preconditioning_steps``, ``max_iters``, ``init``,
     ``progress``, ``throw``, ``executor``, ``guard``, ``trajectory``) are accepted and ignored, so one set
     of keyword arguments drives both samplers.  With ``devices``, the
     sequential chain runs on ``devices[0]`` (there is nothing to spread).
@@ -247,8 +250,8 @@ def sequential_sample(
 
 
 _PARALLEL_ONLY = {
-    "jacobian", "window", "tol", "preconditioning_steps", "max_iters", "init", "progress", "throw", "executor",
-    "guard", "trajectory",
+    "jacobian", "window", "tol", "scale_floor", "preconditioning_steps", "max_iters", "init", "progress", "throw",
+    "executor", "guard", "trajectory",
 }
 
 

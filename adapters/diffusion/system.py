@@ -59,6 +59,12 @@ class DiffusionSystem(BandedSystem):
         noise: ``[T, batch, *S]``, the standard-normal draw of every fine step
             that takes one (``rule.noise_steps``); ``None`` if none does.
         intervals: N (default T: one fine step per interval).
+        scale_floor: ``c`` in the stopping rule's scale ``s_n = max(σ_{t_n}, c)``
+            (default ``None``: ``s_n = σ_{t_n}``, Eq. 14).  ``σ_t`` falls to
+            about 0 at the last steps of a deterministic sampler, where Eq. 14
+            then asks for an absolute change far below what moves the
+            sample; ``c = 1`` (the data scale of images in ``[-1, 1]``) stops
+            those points at ``tol`` relative to the data instead.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class DiffusionSystem(BandedSystem):
         latents: torch.Tensor,
         noise: Optional[torch.Tensor] = None,
         intervals: Optional[int] = None,
+        scale_floor: Optional[float] = None,
     ):
         if not callable(model):
             raise InputTypeError(f"model is a {type(model).__name__}; pass model(x, t) -> output.")
@@ -99,6 +106,15 @@ class DiffusionSystem(BandedSystem):
         self._timesteps = rule.timesteps.to(latents.device)
         sig = rule.sigma_boundary().to(torch.float64)
         floor = sig[sig > 0].min() if bool((sig > 0).any()) else torch.tensor(1.0, dtype=torch.float64)
+        if scale_floor is not None:
+            if isinstance(scale_floor, bool) or not isinstance(scale_floor, (int, float)) or not (
+                math.isfinite(scale_floor) and scale_floor > 0
+            ):
+                raise InputValueError(
+                    f"scale_floor={scale_floor!r} must be a finite number > 0 (e.g. 1.0, the data scale) or None."
+                )
+            floor = floor.clamp_min(float(scale_floor))
+        self.scale_floor = scale_floor
         self._scale = sig.clamp_min(floor)[self.boundaries].to(device=latents.device)
         self._parts = 2 + rule.history_size
         self._sample_size = latents.numel()

@@ -39,7 +39,7 @@ from . import alternate, clock, error_text, relative_rms, repeats
 
 TITLE = "Parallel sampling of diffusion models: samplers × methods"
 HIDDEN = ("model",)
-HEADERS = {"sampler": "sampler", "method": "method", "config": "N / window / M / options", "tol": "tol δ",
+HEADERS = {"sampler": "sampler", "method": "method", "config": "N / window / M / c / options", "tol": "tol δ",
            "worst_speedup": "worst repeat", "fid": "Fréchet d²", "meets_error_target": "error ≤ 1e-2", "time_per_call_ms": "ms / call",
            "time_per_sample_ms": "ms / sample", "relative_cost": "t(b)/t(1)", "efficiency": "b·t(1)/t(b)"}
 ERROR_TARGET = 1e-2
@@ -123,8 +123,18 @@ def _sqrt_T(T):
 
 
 def _windows(T):
-    """8, 16, 32, 64 (capped at N)"""
-    return (8, 16, 32, 64)
+    """16, 32, 64, 128 (capped at N)"""
+    return (16, 32, 64, 128)
+
+
+def _T_half(T):
+    """T, T/2"""
+    return tuple(sorted({T, T // 2}))
+
+
+def _windows_32_T(T):
+    """32, 64, 128 (capped at N)"""
+    return (32, 64, 128)
 
 
 def _window_32(T):
@@ -181,7 +191,9 @@ class Method:
     when: Callable[[Sampler], Optional[str]] = _always
 
 
-_PARASOLVER_GRID = {"intervals": _T_half_fifth, "M": (1, 2, 4), "window": _windows}
+#: ``scale_floor``: the stopping rule's scale ``max(σ_{t_n}, c)`` (None: σ_{t_n}, Eq. 14); ``M = 0``: copy-forward.
+_FLOORS = (None, 1.0)
+_PARASOLVER_GRID = {"intervals": _T_half, "M": (1, 2), "window": _windows, "scale_floor": _FLOORS}
 _PARASOLVER_QUICK = {"intervals": _T, "M": (1, 2), "window": _window_32}
 
 #: The methods every sampler is solved with; append a Method to add a configuration.
@@ -192,9 +204,12 @@ METHODS: Tuple[Method, ...] = (
            grid=_PARASOLVER_GRID, quick_grid=_PARASOLVER_QUICK),
     Method("parasolver-fastest", "ParaSolver (identity, Eq. 17), fastest", "identity", "posterior",
            grid=_PARASOLVER_GRID, quick_grid=_PARASOLVER_QUICK, pick="wall"),
-    Method("taa", "Anderson / TAA (Eq. 17, M=1)", "anderson", "posterior",
-           grid={"M": (1,), "history": (2, 4, 8), "window": _windows},
+    Method("taa", "Anderson / TAA (Eq. 17 or copy-forward start)", "anderson", "posterior",
+           grid={"M": (0, 1), "history": (2, 4), "window": _windows_32_T, "scale_floor": _FLOORS},
            quick_grid={"M": (1,), "history": (4,), "window": _window_32}),
+    Method("secant", "multi-secant Broyden (Eq. 17 or copy-forward start)", "secant", "posterior",
+           grid={"M": (0, 1), "history": (1, 2), "window": _windows_32_T, "scale_floor": (None, 0.5, 1.0)},
+           quick_grid={"M": (0,), "history": (2,), "window": _window_32, "scale_floor": (1.0,)}),
     Method("srds", "Parareal (SRDS: N=√T, coarse start)", "parareal", "coarse",
            grid={"intervals": _sqrt_T}, quick_grid={"intervals": _sqrt_T}),
     Method("diagonal", "diagonal / quasi-DEER (Hutchinson probes, Eq. 17, M=1)", "diagonal", "posterior",
@@ -204,7 +219,7 @@ METHODS: Tuple[Method, ...] = (
            when=_affordable_jvp_sweep),
 )
 
-_SOLVE_KNOBS = ("intervals", "window", "M")
+_SOLVE_KNOBS = ("intervals", "window", "M", "scale_floor")
 
 
 def grid_points(method: Method, T: int, quick: bool) -> List[Dict]:
@@ -229,7 +244,8 @@ def grid_points(method: Method, T: int, quick: bool) -> List[Dict]:
 def config_text(point: Mapping) -> str:
     extra = [f"{k}={v}" for k, v in point.items() if k not in _SOLVE_KNOBS]
     m = f" / M={point['M']}" if "M" in point else ""
-    return f"N={point['intervals']} / p={point['window']}{m}" + (" / " + ", ".join(extra) if extra else "")
+    c = f" / c={point['scale_floor']:g}" if point.get("scale_floor") is not None else ""
+    return f"N={point['intervals']} / p={point['window']}{m}{c}" + (" / " + ", ".join(extra) if extra else "")
 
 
 def solver_options(method: Method, point: Mapping, tol: float) -> Dict:
@@ -240,7 +256,8 @@ def solver_options(method: Method, point: Mapping, tol: float) -> Dict:
     strategy_kw = {k: v for k, v in point.items() if k not in _SOLVE_KNOBS}
     jacobian = pitsolve.jacobians.REGISTRY[method.jacobian](**strategy_kw)
     init = PosteriorInit(point["M"]) if method.init == "posterior" else method.init
-    return dict(jacobian=jacobian, init=init, intervals=point["intervals"], window=point["window"], tol=tol)
+    return dict(jacobian=jacobian, init=init, intervals=point["intervals"], window=point["window"], tol=tol,
+                scale_floor=point.get("scale_floor"))
 
 
 # -- one case: a model and a sampler ---------------------------------------------------------------------
@@ -292,7 +309,8 @@ class Case:
         try:  # what parallel_sample does, with a deadline callback
             kw = self.kwargs()
             system = build_system(self.model.unet, self.scheduler, num_inference_steps=self.T,
-                                  generator=kw["generator"], shape=kw["shape"], intervals=options.pop("intervals"))
+                                  generator=kw["generator"], shape=kw["shape"], intervals=options.pop("intervals"),
+                                  scale_floor=options.pop("scale_floor"))
             with torch.no_grad():
                 sol = pitsolve.solve(system, options.pop("jacobian"), throw=False, callback=stop_late, **options)
             wall = time.perf_counter() - started

@@ -37,8 +37,8 @@ Measures (DESIGN.md §4).  Peer: ``iterations`` = its sweeps = UNet calls =
 cross-checked by the wrapper (``ours_calls`` must equal ``ours_depth``).
 Error = relative RMS ``‖x − x_seq‖ / ‖x_seq‖``.  For each peer tolerance,
 ours runs at the loosest ``tol`` of a grid whose error is at most the
-peer's, with the same window (``window`` = the peer's ``parallel``),
-``jacobian="identity"`` and one preconditioning step.  Wall times are
+peer's, with the same window (``window`` = the peer's ``parallel``)
+and the strategy, start and stopping scale of the :class:`Setting`.  Wall times are
 medians over ``repeats`` rounds that alternate sequential, peer and ours in
 one process.
 """
@@ -62,16 +62,31 @@ QUICK_OUR_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
 @dataclass(frozen=True)
 class Setting:
-    """One sampler: ``"ddim"`` (η = 0) or ``"ddpm"`` with ``steps`` steps, both methods at ``window``."""
+    """One sampler: ``"ddim"`` (η = 0) or ``"ddpm"`` with ``steps`` steps, both methods at ``window``.
+
+    Ours runs ``jacobian`` (a registry name, built with ``jacobian_options``), ``M`` preconditioning
+    steps (0: copy-forward, as the peer starts) and the stopping scale ``max(σ_t, scale_floor)``.
+    """
 
     name: str
     sampler: str
     steps: int
     window: int
+    jacobian: str = "identity"
+    jacobian_options: Tuple[Tuple[str, object], ...] = ()
+    M: int = 1
+    scale_floor: Optional[float] = None
+
+    def ours_text(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.jacobian_options)
+        floor = "σ_t" if self.scale_floor is None else f"max(σ_t, {self.scale_floor:g})"
+        return f"{self.jacobian}{f'({options})' if options else ''}, M={self.M}, scale {floor}"
 
 
-FULL = (Setting("DDIM-50", "ddim", 50, 50), Setting("DDPM-1000", "ddpm", 1000, 64))
-QUICK = (Setting("DDIM-50", "ddim", 50, 50), Setting("DDPM-100", "ddpm", 100, 32))
+FULL = (Setting("DDIM-50", "ddim", 50, 50, "secant", (("history", 2),), M=0, scale_floor=1.0),
+        Setting("DDPM-1000", "ddpm", 1000, 64, scale_floor=1.0))
+QUICK = (Setting("DDIM-50", "ddim", 50, 50, "secant", (("history", 2),), M=0, scale_floor=1.0),
+         Setting("DDPM-100", "ddpm", 100, 32, scale_floor=1.0))
 
 
 class CountingUNet(torch.nn.Module):
@@ -164,13 +179,16 @@ class Comparison:
 
     def ours(self, tol: float):
         """Our sample, its :class:`~pitsolve.Solution` and the wrapper's calls and rows."""
+        import pitsolve
         from pitsolve.adapters.diffusers import parallel_sample
 
         self.unet.reset()
+        st = self.setting
+        jacobian = pitsolve.jacobians.REGISTRY[st.jacobian](**dict(st.jacobian_options))
         x, sol = parallel_sample(
-            self.unet, self.plain, num_inference_steps=self.setting.steps, latents=self.latents,
-            generator=self._noise(), window=self.setting.window, tol=tol, jacobian="identity",
-            preconditioning_steps=1,
+            self.unet, self.plain, num_inference_steps=st.steps, latents=self.latents,
+            generator=self._noise(), window=st.window, tol=tol, jacobian=jacobian,
+            preconditioning_steps=st.M, scale_floor=st.scale_floor,
         )
         return x, sol, self.unet.calls, self.unet.rows
 
@@ -227,7 +245,7 @@ def compare(
             if match["status"] != "CONVERGED":
                 status = match["status"]
             records.append({
-                "table": f"{setting.name}: window {setting.window}, {images} images",
+                "table": f"{setting.name}: window {setting.window}, {images} images; ours: {setting.ours_text()}",
                 "peer_tol": tol, **{f"peer_{k}": v for k, v in peer.items()},
                 **{f"ours_{k}": v for k, v in match.items() if k != "status"},
                 "depth_ratio": peer["depth"] / match["depth"],
@@ -308,9 +326,9 @@ def run(args) -> List[dict]:
 INTRODUCTION = (
     "Peer: Diffusers' `StableDiffusionParadigmsPipeline` (ParaDiGMS, its `batch_step_no_noise` schedulers "
     "`DDIMParallelScheduler` / `DDPMParallelScheduler`) driving the bundled digits UNet through a thin wrapper, "
-    "at its tolerances 0.1, 0.05, 0.01 with `parallel` = window. Ours: `parallel_sample` (identity Jacobian, "
-    "M = 1 preconditioning step) at the same window and the loosest `tol` of a grid whose error is at most the "
-    "peer's. Both start from the same latents and use the same per-step noise; error = relative RMS vs our "
+    "at its tolerances 0.1, 0.05, 0.01 with `parallel` = window. Ours: `parallel_sample` with the strategy, "
+    "start and stopping scale named in each table's title, at the same window and the loosest `tol` of a grid "
+    "whose error is at most the peer's. Both start from the same latents and use the same per-step noise; error = relative RMS vs our "
     "`sequential_sample` with that noise. Peer iterations = its sweeps = UNet calls = depth; NFE = rows "
     "evaluated per image. Wall: median over rounds alternating sequential, peer and ours in one process; "
     "speedup = the sequential runs beside each / its own time."

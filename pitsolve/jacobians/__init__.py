@@ -15,6 +15,8 @@ strategy (registry name)    published method             recurrence solved by
 ("parareal")
 :class:`Anderson`           triangular Anderson          per-point m×m least squares
 ("anderson")                (ParaTAA)
+:class:`Secant`             multi-secant Broyden         per-point rank-m products
+("secant")                  (type I, per point)
 ==========================  ===========================  ===============================
 """
 
@@ -28,6 +30,7 @@ from ._base import Cost, JacobianStrategy, Sweep
 from ._diagonal import Diagonal
 from ._newton import Dense, ExactJVP
 from ._parareal import Parareal
+from ._secant import Secant
 from ._simple import Identity, Zero
 
 __all__ = [
@@ -41,13 +44,14 @@ __all__ = [
     "Dense",
     "Parareal",
     "Anderson",
+    "Secant",
     "REGISTRY",
     "get",
 ]
 
 #: Strategy classes by name; ``solve(jacobian="name")`` builds one with defaults.
 REGISTRY: Dict[str, Type[JacobianStrategy]] = {
-    cls.name: cls for cls in (Zero, Identity, Diagonal, ExactJVP, Dense, Parareal, Anderson)
+    cls.name: cls for cls in (Zero, Identity, Diagonal, ExactJVP, Dense, Parareal, Anderson, Secant)
 }
 
 
