@@ -87,3 +87,24 @@ def test_relative_rms():
     b = torch.ones(4)
     assert suites.relative_rms(b, b) == 0.0
     assert suites.relative_rms(b * 1.01, b) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("passing_from", range(0, 9))
+def test_loosest_passing_bisects_to_the_loosest_tol_meeting_the_target(passing_from):
+    """tols loosest first; runs at index >= passing_from meet the error target (error falls as tol tightens)."""
+    from benchmarks.suites import diffusion
+
+    tols = diffusion.TOLS
+    calls = []
+
+    def measure(tol):
+        calls.append(tol)
+        ok = tols.index(tol) >= passing_from
+        return {"status": "CONVERGED", "error": 1e-3 if ok else 1.0}
+
+    tol, run = diffusion.loosest_passing(measure, tols)
+    if passing_from < len(tols):
+        assert tol == tols[passing_from] and diffusion.meets(run)
+    else:
+        assert tol == tols[-1] and not diffusion.meets(run)
+    assert len(calls) <= 4  # ⌈log₂ 9⌉ for 8 tolerances
