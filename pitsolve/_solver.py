@@ -66,9 +66,10 @@ def solve(
         system: the banded system.
         jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
         window: ``p``, the number of points iterated at once (``None``: all N;
-            ``"auto"``: the largest power of two ``≤ N`` whose batched call
-            costs at most twice a single-row call, measured once per process
-            on this system and device, see :mod:`pitsolve._tuning`;
+            ``"auto"``: the knee of the batch-cost curve, the smallest power
+            of two ``≤ N`` (or N) whose rows per second reach 90 % of the
+            best, measured once per process on this system and device, see
+            :mod:`pitsolve._tuning`;
             ``Solution.tuning`` holds the measured curve).
         tol: ``δ`` of Eq. 14 (``≥ 0``).
         max_iters: stop after this many iterations (``None``: N, which always

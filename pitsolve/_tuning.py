@@ -1,16 +1,18 @@
 """``window="auto"``: pick the window from the device's batch-cost curve.
 
-A sweep over ``p`` points costs one batched call of ``p`` rows, ``c(p)``; it
-pays when it accepts more points than ``c(p)/c(1)`` sequential steps would
-have computed in the same time.  How many points a sweep accepts depends on
-the problem, but how fast ``c(p)`` grows depends only on the device and the
-model: on a GPU ``c(p)`` is nearly flat up to hundreds of rows, on a 2-core
-CPU it grows almost linearly past a dozen (benchmarks/results/diffusion.md).
-The tuner measures ``c(p)`` on the system itself for ``p = 1, 2, 4, …`` and
-picks the largest window whose call costs at most ``ratio`` (default 2)
-single-row calls: then any sweep accepting ``ratio`` points or more is ahead
-of the sequential solve in wall time, and the window is as large as the
-device lets it be at that price.
+A sweep over ``p`` points costs one batched call of ``p`` rows, ``c(p)``.
+The rows a device evaluates per unit time, ``e(p) = p·c(1)/c(p)`` (the
+batching efficiency), grow with ``p`` while the device has idle capacity
+and level off once it is saturated: on a GPU ``c(p)`` is nearly flat up to
+hundreds of rows, on a 2-core CPU ``e(p)`` stops growing at a few dozen
+(benchmarks/results/diffusion.md).  Past that knee a wider window buys its
+extra rows at their full price, and it pays only if they cut the number of
+sweeps proportionally, which the measurements do not show (the lowest-depth
+window was slower than the knee in most CPU settings).  So the tuner
+measures ``c(p)`` on the system itself for ``p = 1, 2, 4, …, N`` and picks
+the smallest window whose efficiency reaches ``saturation`` (default 0.9)
+of the best measured: the knee of the curve, and ``N`` (or close) where the
+curve stays flat.
 
 The timing calls are made once per (system type, state size, device, N)
 and cached for the process; they are not part of the solve's NFE or depth
@@ -24,7 +26,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-__all__ = ["auto_window", "batch_cost_curve"]
+__all__ = ["auto_window", "batch_cost_curve", "knee"]
 
 _CACHE: Dict[Tuple, Tuple[int, Dict]] = {}
 
@@ -59,16 +61,25 @@ def batch_cost_curve(system, executor, N: int, repeats: int = 3) -> List[Tuple[i
     return curve
 
 
-def auto_window(system, executor, N: int, ratio: float = 2.0) -> Tuple[int, Dict]:
-    """The largest measured window whose batched call costs at most ``ratio`` single-row calls."""
+def auto_window(system, executor, N: int, saturation: float = 0.9) -> Tuple[int, Dict]:
+    """The smallest measured window whose batching efficiency ``p·c(1)/c(p)`` reaches ``saturation``
+    of the best measured one (the knee of the batch-cost curve)."""
     spec = system.spec
     key = (type(system).__qualname__, spec.size, str(spec.dtype), str(spec.device), N,
-           system.steps_per_interval, ratio)
+           system.steps_per_interval, saturation)
     if key not in _CACHE:
         with torch.no_grad():
             curve = batch_cost_curve(system, executor, N)
-        single = curve[0][1]
-        window = max(p for p, t in curve if t <= ratio * single)
-        _CACHE[key] = (window, {"window": window, "ratio": ratio, "curve": curve,
+        window = knee(curve, saturation)
+        _CACHE[key] = (window, {"window": window, "saturation": saturation, "curve": curve,
                                 "calls": sum(4 * p for p, _ in curve)})
     return _CACHE[key]
+
+
+def knee(curve: List[Tuple[int, float]], saturation: float = 0.9) -> int:
+    """The smallest ``p`` of ``curve`` (``(p, seconds)`` from ``p = 1``) with
+    ``p·c(1)/c(p) ≥ saturation · max_q q·c(1)/c(q)``."""
+    single = curve[0][1]
+    efficiency = [(p, p * single / t) for p, t in curve]
+    best = max(e for _, e in efficiency)
+    return min(p for p, e in efficiency if e >= saturation * best)

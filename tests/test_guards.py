@@ -189,14 +189,26 @@ def test_trajectory_false_keeps_first_and_last_point_only():
     assert not part.converged and torch.equal(part.y, part_full.y)
 
 
+def test_knee_of_the_batch_cost_curve():
+    from pitsolve._tuning import knee
+
+    cpu = [(1, 9.1), (2, 13.5), (4, 14.9), (8, 18.8), (16, 25.4), (32, 39.7), (64, 80.2)]  # digits UNet, 2 cores
+    assert knee(cpu) == 32
+    flat = [(1, 1.0), (2, 1.0), (4, 1.01), (8, 1.02), (16, 1.05), (32, 1.1), (64, 1.2)]  # an idle GPU
+    assert knee(flat) == 64
+    linear = [(p, float(p)) for p in (1, 2, 4, 8)]  # no gain from batching: one point per sweep
+    assert knee(linear) == 1
+
+
 def test_window_auto_picks_a_measured_window_and_gives_the_same_answer():
     system = lorenz_system(T=1.0, N=64)
     sol = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
     curve = sol.tuning["curve"]
     assert [p for p, _ in curve] == [1, 2, 4, 8, 16, 32, 64]
     single = curve[0][1]
-    # The rule: the largest measured window whose call costs at most twice a single-row call.
-    assert sol.window == max(p for p, t in curve if t <= 2 * single) == sol.tuning["window"]
+    # The rule: the smallest measured window whose rows per second reach 90 % of the best (the knee).
+    rate = {p: p * single / t for p, t in curve}
+    assert sol.window == min(p for p in rate if rate[p] >= 0.9 * max(rate.values())) == sol.tuning["window"]
     assert max_err(sol.ys, pitsolve.sequential(system).ys) < 1e-8
     again = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
     assert again.tuning is sol.tuning or again.tuning == sol.tuning  # measured once per process
