@@ -11,6 +11,7 @@ the same noise; one knob varies at a time from the base setting.  Writes
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -40,8 +41,10 @@ def run(unet, scheduler, steps, base, variations):
                                        **kw, **opts)
             wall = time.perf_counter() - t0
             err = float((par - seq).pow(2).mean().sqrt() / seq.pow(2).mean().sqrt())
-            rows.append({"knob": knob, "value": value, **opts, "iterations": sol.iterations, "depth": sol.depth,
-                         "nfe_over_T": sol.nfe / steps, "error": err, "wall": wall, "seq_wall": seq_time})
+            rows.append({"knob": knob, "value": value, **opts, "converged": sol.converged, "iterations": sol.iterations,
+                         "depth": sol.depth, "nfe": sol.nfe, "nfe_over_T": sol.nfe / steps, "error": err,
+                         "fallbacks": [f.target for f in sol.fallbacks], "budget_sweeps": sol.budget_sweeps,
+                         "wall": wall, "seq_wall": seq_time})
             print(f"{steps:5d} {knob:>22}={value!s:<6} iters {sol.iterations:4d} depth {sol.depth:4d} "
                   f"NFE/T {sol.nfe / steps:5.2f} err {err:.1e} wall {wall:.2f}s (seq {seq_time:.2f}s)")
     return rows
@@ -49,6 +52,7 @@ def run(unet, scheduler, steps, base, variations):
 
 def main():
     torch.set_num_threads(2)
+    load_before = os.getloadavg()
     pipe = DDPMPipeline.from_pretrained(MODEL_DIR, low_cpu_mem_usage=False)
     unet = pipe.unet.eval()
     records = {}
@@ -62,17 +66,25 @@ def main():
                               "intervals": [50, 25, 10]})
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python -m benchmarks.choosing", "machine": platform.platform(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "pitsolve": pitsolve.__version__}
+            "threads": torch.get_num_threads(), "pitsolve": pitsolve.__version__,
+            # 1-minute load average (runnable processes) at the start and the end: above the
+            # number of cores, other jobs shared the CPU and the wall times are not comparable.
+            "cpus": os.cpu_count(), "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
     (OUT / "choosing.json").write_text(json.dumps({"meta": meta, "records": records}, indent=2))
     lines = [f"# Choosing N, window, tol and M — `{meta['command']}`", "",
              f"{meta['machine']}, torch {meta['torch']}, {meta['threads']} threads; bundled digits DDPM, 4 images, "
-             "seed 0; error = relative RMS vs the sequential sample (same noise).", ""]
+             "seed 0; error = relative RMS vs the sequential sample (same noise).", "",
+             f"Load average (1 min) at the start / end: {meta['load_average_1min'][0]} / "
+             f"{meta['load_average_1min'][1]} on {meta['cpus']} CPUs. Iterations, depth, NFE and error are "
+             "deterministic; the wall times depend on what else ran on the machine.", ""]
     for name, rows in records.items():
-        lines += [f"## {name}", "", "| varied | value | iterations | depth | NFE/T | error vs seq | wall [s] | sequential [s] |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {name}", "", "| varied | value | converged | iterations | depth | NFE/T | error vs seq | "
+                  "fallbacks | budget sweeps | wall [s] | sequential [s] |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['knob']} | {r['value']} | {r['iterations']} | {r['depth']} | {r['nfe_over_T']:.2f} | "
-                         f"{r['error']:.1e} | {r['wall']:.2f} | {r['seq_wall']:.2f} |")
+            lines.append(f"| {r['knob']} | {r['value']} | {'yes' if r['converged'] else '**no**'} | {r['iterations']} | "
+                         f"{r['depth']} | {r['nfe_over_T']:.2f} | {r['error']:.1e} | "
+                         f"{', '.join(r['fallbacks']) or '—'} | {r['budget_sweeps']} | {r['wall']:.2f} | "
+                         f"{r['seq_wall']:.2f} |")
         lines.append("")
     (OUT / "choosing.md").write_text("\n".join(lines))
 
