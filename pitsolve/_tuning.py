@@ -9,7 +9,8 @@ hundreds of rows, on a 2-core CPU ``e(p)`` stops growing at a few dozen
 extra rows at their full price, and it pays only if they cut the number of
 sweeps proportionally, which the measurements do not show (the lowest-depth
 window was slower than the knee in most CPU settings).  So the tuner
-measures ``c(p)`` on the system itself for ``p = 1, 2, 4, …, N`` and picks
+measures ``c(p)`` on the system itself for ``p = 1, 2, 4, …`` up to ``N``
+or the first doubling that gains less than 5 % in rows per second, and picks
 the smallest window whose efficiency reaches ``saturation`` (default 0.9)
 of the best measured: the knee of the curve, and ``N`` (or close) where the
 curve stays flat.
@@ -38,7 +39,8 @@ def _synchronize(device: torch.device) -> None:
 
 def batch_cost_curve(system, executor, N: int, repeats: int = 3) -> List[Tuple[int, float]]:
     """Seconds per batched ``Φ`` call of ``p = 1, 2, 4, … ≤ N`` rows (the fastest of ``repeats``:
-    other work on the machine only ever adds time)."""
+    other work on the machine only ever adds time), up to the first doubling that no longer
+    raises the rows per second by 5 % (past the knee)."""
     spec = system.spec
     x0 = spec.flatten(system.initial_state)
     curve = []
@@ -55,10 +57,19 @@ def batch_cost_curve(system, executor, N: int, repeats: int = 3) -> List[Tuple[i
             _synchronize(spec.device)
             times.append(time.perf_counter() - started)
         curve.append((p, min(times)))
-        if p >= N:
+        if p >= N or _saturated(curve):
             break
         p = min(2 * p, N)
     return curve
+
+
+def _saturated(curve: List[Tuple[int, float]], gain: float = 1.05) -> bool:
+    """Doubling the rows raised the rows per second by less than ``gain``: the device is saturated,
+    and wider calls (which on a busy device cost ever more time and memory) are not timed."""
+    if len(curve) < 2:
+        return False
+    (p0, t0), (p1, t1) = curve[-2], curve[-1]
+    return (p1 / t1) < gain * (p0 / t0)
 
 
 def auto_window(system, executor, N: int, saturation: float = 0.9) -> Tuple[int, Dict]:

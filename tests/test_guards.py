@@ -9,6 +9,8 @@ against the sequential depth ``N·K`` exactly (integers).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -200,11 +202,30 @@ def test_knee_of_the_batch_cost_curve():
     assert knee(linear) == 1
 
 
+def test_batch_cost_curve_stops_past_the_knee():
+    """A saturated device is not asked for ever wider calls (a batch of images × N rows can exhaust memory)."""
+    from pitsolve._tuning import batch_cost_curve
+
+    calls = []
+
+    class Linear:
+        def propagate(self, states, indices):
+            calls.append(states.shape[0])
+            time.sleep(1e-3 * states.shape[0])  # cost linear in the rows: no gain from batching
+            return states
+
+    system = lorenz_system(T=1.0, N=64)
+    curve = batch_cost_curve(system, Linear(), 64, repeats=1)
+    assert [p for p, _ in curve] == [1, 2]
+    assert max(calls) == 2
+
+
 def test_window_auto_picks_a_measured_window_and_gives_the_same_answer():
     system = lorenz_system(T=1.0, N=64)
     sol = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
     curve = sol.tuning["curve"]
-    assert [p for p, _ in curve] == [1, 2, 4, 8, 16, 32, 64]
+    ps = [p for p, _ in curve]
+    assert ps == [2 ** i for i in range(len(ps))] and ps[-1] <= 64  # doubling, up to N or the knee
     single = curve[0][1]
     # The rule: the smallest measured window whose rows per second reach 90 % of the best (the knee).
     rate = {p: p * single / t for p, t in curve}
