@@ -66,9 +66,9 @@ def solve(
         system: the banded system.
         jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
         window: ``p``, the number of points iterated at once (``None``: all N;
-            ``"auto"``: the knee of the batch-cost curve, the smallest power
-            of two ``≤ N`` (or N) whose rows per second reach 90 % of the
-            best, measured once per process on this system and device, see
+            ``"auto"``: the power of two ``≤ N`` (or N) of least predicted
+            solve time ``c(p)·min(N, 4 + N/p)`` on the batch-cost curve ``c(p)``,
+            measured once per process on this system and device, see
             :mod:`pitsolve._tuning`;
             ``Solution.tuning`` holds the measured curve).
         tol: ``δ`` of Eq. 14 (``≥ 0``).

@@ -108,3 +108,43 @@ def test_loosest_passing_bisects_to_the_loosest_tol_meeting_the_target(passing_f
     else:
         assert tol == tols[-1] and not diffusion.meets(run)
     assert len(calls) <= 4  # ⌈log₂ 9⌉ for 8 tolerances
+
+
+def test_loop_overhead_ratios_are_against_the_unet_only_loop():
+    from benchmarks import loop_overhead
+
+    result = loop_overhead.measure(steps=3, rounds=1)
+    rows = {r["loop"]: r for r in result["rows"]}
+    assert set(rows) == {"unet only", "diffusers", "pitsolve"}
+    floor = rows["unet only"]["seconds"]
+    assert rows["unet only"]["ratio_to_unet_only"] == 1.0
+    for r in rows.values():
+        assert r["seconds"] > 0 and r["ratio_to_unet_only"] == pytest.approx(r["seconds"] / floor)
+        assert r["ms_per_step"] == pytest.approx(1e3 * r["seconds"] / 3)
+
+
+def test_auto_window_report_records_the_pick_it_would_make(monkeypatch):
+    from benchmarks import auto_window
+    from pitsolve._tuning import best_window
+
+    monkeypatch.setattr(auto_window, "SAMPLERS", (("DDIM-4", "ddim", 4),))
+    rows = auto_window.measure(tunings=1)
+    assert len(rows) == 1
+    curve = [(p, ms / 1e3) for p, ms in rows[0]["curve_ms"]]
+    assert [p for p, _ in curve][:3] == [1, 2, 4][: len(curve)] and curve[-1][0] <= 4
+    assert rows[0]["window"] == best_window(curve, 4, rows[0]["latency_sweeps"])
+
+
+def test_oracle_curve_reaches_the_sequential_sample():
+    """With tol 0 the error falls sweep by sweep, and by sweep T (exact in T sweeps) the final sample is the
+    sequential one to float32 rounding, where the solve stops: every point has stopped changing."""
+    from diffusers import DDIMScheduler
+
+    import pitsolve
+    from benchmarks import oracle
+    from pitsolve.adapters.digits import load_pipeline
+
+    pipe = load_pipeline()
+    errors = oracle.curve(pipe.unet.eval(), DDIMScheduler.from_config(pipe.scheduler.config), 4,
+                          lambda: pitsolve.jacobians.Identity())
+    assert len(errors) == 4 and errors[0] > 1e-2 and errors[-1] < 1e-5

@@ -71,6 +71,27 @@ def test_sample_is_reproducible(tiny_pipeline, tmp_path):
     assert runs[0]["error"] == runs[1]["error"] and runs[0]["iterations"] == runs[1]["iterations"]
 
 
+def test_sample_window_auto(tiny_pipeline, tmp_path, capsys):
+    """``--window auto`` measures the batch-cost curve, reports the window it chose, and still reproduces the
+    sequential sample; a window that is neither an int nor ``auto`` is refused by the parser."""
+    out = tmp_path / "auto"
+    assert main(["sample", "--model", str(tiny_pipeline), "--scheduler", "ddim", "--steps", "8",
+                 "--window", "auto", "--num-images", "1", "--tol", "1e-4", "--output", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    stats = json.loads((out / "stats.json").read_text())
+    chosen = stats["window_chosen"]
+    assert stats["settings"]["window"] == "auto" and chosen == stats["tuning"]["window"]
+    assert chosen in [p for p, _ in stats["tuning"]["curve_ms"]]
+    assert f"window=auto chose {chosen}" in printed
+    assert "--window auto" in stats["command"]
+    par = stats["rows"][1]
+    assert par["converged"] and par["error"] < 1e-2
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--window", "wide"])
+    assert info.value.code == 2 and "'wide' is neither an int" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

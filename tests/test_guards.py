@@ -191,19 +191,26 @@ def test_trajectory_false_keeps_first_and_last_point_only():
     assert not part.converged and torch.equal(part.y, part_full.y)
 
 
-def test_knee_of_the_batch_cost_curve():
-    from pitsolve._tuning import knee
+def test_best_window_of_the_batch_cost_curve():
+    """The window of least predicted solve time c(p)·min(N, 4 + N/p)."""
+    from pitsolve._tuning import best_window, predicted_cost
 
     cpu = [(1, 9.1), (2, 13.5), (4, 14.9), (8, 18.8), (16, 25.4), (32, 39.7), (64, 80.2)]  # digits UNet, 2 cores
-    assert knee(cpu) == 32
+    assert best_window(cpu, N=1000) == 32  # 64 doubles the call's cost to save 16 of 35 sweeps
+    assert best_window(cpu, N=50) == 16  # a short horizon: a wider window cannot cut the sweeps below 4
     flat = [(1, 1.0), (2, 1.0), (4, 1.01), (8, 1.02), (16, 1.05), (32, 1.1), (64, 1.2)]  # an idle GPU
-    assert knee(flat) == 64
+    assert best_window(flat, N=64) == 64
     linear = [(p, float(p)) for p in (1, 2, 4, 8)]  # no gain from batching: one point per sweep
-    assert knee(linear) == 1
+    assert best_window(linear, N=8) == 1
+    assert predicted_cost(1, 2.0, N=50) == 100.0  # p = 1 is the sequential solve: N sweeps, not 4 + N
+    # Equal predicted cost: the narrower window (less memory, less work) wins.
+    assert best_window([(1, 1.0), (2, 1.0)], N=4, latency=2.0) == 1  # both predict 4 sweeps
 
 
-def test_batch_cost_curve_stops_past_the_knee():
-    """A saturated device is not asked for ever wider calls (a batch of images × N rows can exhaust memory)."""
+def test_batch_cost_curve_stops_past_the_best_width():
+    """A saturated device is not asked for ever wider calls (a batch of images × N rows can exhaust memory):
+    timing stops two doublings past the best width (from width 8 on), and every width is timed again in
+    interleaved rounds."""
     from pitsolve._tuning import batch_cost_curve
 
     calls = []
@@ -216,8 +223,9 @@ def test_batch_cost_curve_stops_past_the_knee():
 
     system = lorenz_system(T=1.0, N=64)
     curve = batch_cost_curve(system, Linear(), 64, repeats=1)
-    assert [p for p, _ in curve] == [1, 2]
-    assert max(calls) == 2
+    assert [p for p, _ in curve] == [1, 2, 4, 8]  # widths below 8 are always timed
+    assert max(calls) == 8
+    assert calls == [1, 1, 2, 2, 4, 4, 8, 8, 1, 2, 4, 8]  # warm-up + one timing per width, then one round
 
 
 def test_window_auto_picks_a_measured_window_and_gives_the_same_answer():
@@ -225,11 +233,11 @@ def test_window_auto_picks_a_measured_window_and_gives_the_same_answer():
     sol = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
     curve = sol.tuning["curve"]
     ps = [p for p, _ in curve]
-    assert ps == [2 ** i for i in range(len(ps))] and ps[-1] <= 64  # doubling, up to N or the knee
-    single = curve[0][1]
-    # The rule: the smallest measured window whose rows per second reach 90 % of the best (the knee).
-    rate = {p: p * single / t for p, t in curve}
-    assert sol.window == min(p for p in rate if rate[p] >= 0.9 * max(rate.values())) == sol.tuning["window"]
+    assert ps == [2 ** i for i in range(len(ps))] and ps[-1] <= 64  # doubling, up to N or past the best
+    # The rule: the measured window of least predicted cost c(p)·min(N, a + N/p).
+    a = sol.tuning["latency_sweeps"]
+    cost = {p: t * min(64, a + 64 / p) for p, t in curve}
+    assert sol.window == min(cost, key=cost.get) == sol.tuning["window"]
     assert max_err(sol.ys, pitsolve.sequential(system).ys) < 1e-8
     again = pitsolve.solve(system, "identity", tol=1e-10, window="auto")
     assert again.tuning is sol.tuning or again.tuning == sol.tuning  # measured once per process

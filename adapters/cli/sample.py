@@ -7,7 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Union
 
 import torch
 
@@ -55,8 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="sampling steps (default: 1000 for ddpm, 50 for ddim, 25 for dpmsolver++)")
     p.add_argument("--intervals", "-N", type=int, default=None, metavar="N",
                    help="subintervals of the T steps solved as unknowns (default: T)")
-    p.add_argument("--window", type=int, default=32, metavar="P",
-                   help="points iterated at once; 0 for all N (default: 32)")
+    p.add_argument("--window", type=_window, default=32, metavar="P",
+                   help="points iterated at once; 0 for all N; 'auto' times the model at widths 1, 2, 4, ... "
+                        "and picks the fastest predicted solve (default: 32)")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"δ of the stopping rule, Eq. 14 (default: {DEFAULT_TOL})")
     p.add_argument("--scale-floor", type=float, default=None, metavar="C",
                    help="stop on changes relative to max(sigma_t, C) instead of sigma_t (Eq. 14); "
@@ -77,12 +78,22 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def _window(text: str) -> Union[int, str]:
+    """``--window``: an int, or ``auto`` (``pitsolve.solve(window="auto")``)."""
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an int >= 0 (0 = all N) nor 'auto'") from None
+
+
 def _check(args) -> None:
     for name in ("steps", "intervals", "num_images", "max_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputValueError(f"--{name.replace('_', '-')}={value} must be >= 1.")
-    if args.window < 0:
+    if args.window != "auto" and args.window < 0:
         raise InputValueError(f"--window={args.window} must be >= 0 (0 = all N).")
     if args.preconditioning_steps < 0:
         raise InputValueError(f"--preconditioning-steps={args.preconditioning_steps} must be >= 0.")
@@ -116,7 +127,8 @@ def run(args) -> Dict:
              "scheduler_config": config_dict(base)}
     unet = unet.to(args.device).eval()
     scheduler = make_scheduler(args.scheduler, base)
-    window = None if args.window == 0 else min(args.window, N)
+    window = "auto" if args.window == "auto" else None if args.window == 0 else min(args.window, N)
+    warm_rows = 1 if window == "auto" else (window or N)  # the tuner warms up its own widths
     shape = (args.num_images, unet.config.in_channels, *_size(unet.config.sample_size))
 
     def system():
@@ -129,7 +141,7 @@ def run(args) -> Dict:
     print(f"parallel: N={N} intervals, window={window or N}, tol={args.tol}, M={args.preconditioning_steps}, "
           f"jacobian={args.jacobian}{'' if guard else ', no guard'}")
     with torch.no_grad():
-        _warm_up(unet, shape, (window or N) * args.num_images, args.device)
+        _warm_up(unet, shape, warm_rows * args.num_images, args.device)
         seq_sol = pitsolve.sequential(system(), progress=not args.no_progress)
     seq = seq_sol.y[0]
     frames: List[torch.Tensor] = []
@@ -142,6 +154,9 @@ def run(args) -> Dict:
                                  init=PosteriorInit(args.preconditioning_steps), progress=not args.no_progress,
                                  callback=keep_frame, throw=False, guard=guard)
     par = par_sol.y[0]
+    if par_sol.tuning is not None:
+        curve = ", ".join(f"{p}: {1e3 * t:.1f}" for p, t in par_sol.tuning["curve"])
+        print(f"window=auto chose {par_sol.tuning['window']} (batch cost [ms] by window: {curve})")
     error = float((par - seq).float().pow(2).mean().sqrt() / seq.float().pow(2).mean().sqrt())
     fd_seq = fd_par = None
     if tuple(shape[1:]) == (1, 16, 16) and args.num_images >= 2:  # a covariance needs two images
@@ -175,6 +190,9 @@ def run(args) -> Dict:
                         device=args.device, seed=args.seed, settings=settings),
         "model": model,
         "rows": rows,
+        "window_chosen": par_sol.tuning["window"] if par_sol.tuning else window,
+        "tuning": None if par_sol.tuning is None else {**par_sol.tuning, "curve_ms": [
+            [p, 1e3 * t] for p, t in par_sol.tuning["curve"]]},
         "status": par_sol.status.name,
         "message": par_sol.message,
         "files": {k: str(v) for k, v in files.items()},

@@ -1,0 +1,102 @@
+"""The depth floor of each strategy: the error of the final sample after every sweep, with no stopping rule.
+
+``python -m benchmarks.oracle`` solves the digits model's DDIM-50/25 and
+DPM-Solver++-50/25 samplers (one image, seed 0, N = T, the whole window,
+copy-forward start) with ``tol=0`` for a fixed number of sweeps, and records
+after each sweep the relative RMS error of the window's last point (the
+final sample) against the sequential sample.  The first sweep whose error
+is ≤ 1e-2 is the depth an oracle stopping rule would give: no stopping
+rule based on the iterates can stop sooner.  Writes
+``benchmarks/results/oracle.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import pitsolve
+from pitsolve.adapters.diffusers import build_system
+
+from . import _record
+
+OUT = Path(__file__).resolve().parent / "results"
+SAMPLERS = (("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25), ("DPM++-50", "dpm++", 50), ("DPM++-25", "dpm++", 25))
+STRATEGIES = {
+    "identity": lambda: pitsolve.jacobians.Identity(),
+    "anderson (m=4)": lambda: pitsolve.jacobians.Anderson(4),
+    "secant (m=2)": lambda: pitsolve.jacobians.Secant(2),
+    "newton (exact JVPs)": lambda: pitsolve.jacobians.ExactJVP(),
+}
+SWEEPS = 10
+TARGET = 1e-2
+
+
+def scheduler(kind: str, config):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if kind == "ddim":
+        return DDIMScheduler.from_config(config)
+    return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+
+
+def curve(unet, sched, T: int, make) -> list:
+    def system():
+        return build_system(unet, sched, num_inference_steps=T, shape=(1, 1, 16, 16),
+                            generator=torch.Generator().manual_seed(0))
+
+    with torch.no_grad():
+        ref = pitsolve.sequential(system()).y[0]
+    D = ref.numel()
+    errors = []
+
+    def record(it):
+        if it.start + it.iterate.shape[0] == T:  # the window holds X_T, the final sample
+            last = it.iterate[-1, :D].view_as(ref)
+            errors.append(float((last - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()))
+
+    from pitsolve.adapters.diffusion import PosteriorInit
+
+    with torch.no_grad():
+        pitsolve.solve(system(), make(), tol=0.0, max_iters=SWEEPS, init=PosteriorInit(0), guard=False,
+                       throw=False, callback=record)
+    return errors
+
+
+def main() -> None:
+    from pitsolve.adapters.digits import load_pipeline
+
+    h = _record.header("oracle", "python -m benchmarks.oracle", "cpu", False, {"sweeps": SWEEPS, "target": TARGET})
+    pipe = load_pipeline()
+    unet = pipe.unet.eval()
+    started = time.time()
+    rows = []
+    for name, kind, T in SAMPLERS:
+        sched = scheduler(kind, pipe.scheduler.config)
+        for label, make in STRATEGIES.items():
+            errors = curve(unet, sched, T, make)
+            first = next((k for k, e in enumerate(errors, 1) if e <= TARGET), None)
+            rows.append({"sampler": name, "strategy": label, "errors": errors, "oracle_sweeps": first})
+            print(f"{name:9} {label:20} oracle sweeps {first}  " + " ".join(f"{e:.1e}" for e in errors), flush=True)
+    h["elapsed_s"] = time.time() - started
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "oracle.json").write_text(json.dumps({"header": h, "records": rows}, indent=2))
+    head = " | ".join(f"k={k}" for k in range(1, SWEEPS + 1))
+    lines = ["# Oracle depth: the fewest sweeps any stopping rule could stop at", "", *_record.header_lines(h), "",
+             "Digits DDPM, one image, seed 0, N = T, whole window, "
+             "copy-forward start, tol 0 (no stopping rule), guard off. Each column: relative RMS error of the "
+             "final sample after sweep k. *Oracle sweeps*: the first k with error ≤ 1e-2, the fewest sweeps any "
+             "stopping rule could stop at. Newton's sweeps each cost one more sequential JVP sweep of depth p−1 "
+             "(its depth is not its sweep count).", "",
+             f"| sampler | strategy | oracle sweeps | {head} |", "|---|---|---|" + "---|" * SWEEPS]
+    for r in rows:
+        errs = " | ".join(f"{e:.1e}" for e in r["errors"]) + " |" * (SWEEPS - len(r["errors"]))
+        lines.append(f"| {r['sampler']} | {r['strategy']} | {r['oracle_sweeps'] or '> ' + str(SWEEPS)} | {errs} |")
+    (OUT / "oracle.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
