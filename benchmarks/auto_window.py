@@ -21,21 +21,12 @@ from . import _record
 
 OUT = Path(__file__).resolve().parent / "results"
 SAMPLERS = (("DDPM-1000", "ddpm", 1000), ("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25),
-            ("DPM++-50", "dpm++", 50), ("DPM++-25", "dpm++", 25))
-
-
-def _scheduler(kind: str, config):
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-    if kind == "ddpm":
-        return DDPMScheduler.from_config(config)
-    if kind == "ddim":
-        return DDIMScheduler.from_config(config)
-    return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+            ("DPM++-50", "dpmsolver++", 50), ("DPM++-25", "dpmsolver++", 25))
 
 
 def measure(tunings: int) -> list:
     from pitsolve import _execution, _tuning
+    from pitsolve.adapters.cli.models import make_scheduler
     from pitsolve.adapters.diffusers import build_system
     from pitsolve.adapters.digits import load_pipeline
 
@@ -43,7 +34,7 @@ def measure(tunings: int) -> list:
     unet = pipe.unet.eval()
     rows = []
     for name, kind, T in SAMPLERS:
-        system = build_system(unet, _scheduler(kind, pipe.scheduler.config), num_inference_steps=T,
+        system = build_system(unet, make_scheduler(kind, pipe.scheduler), num_inference_steps=T,
                               shape=(1, 1, 16, 16), generator=torch.Generator().manual_seed(0))
         executor = _execution.resolve(None, None)
         system = executor.start(system, {})

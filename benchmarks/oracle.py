@@ -24,7 +24,8 @@ from pitsolve.adapters.diffusers import build_system
 from . import _record
 
 OUT = Path(__file__).resolve().parent / "results"
-SAMPLERS = (("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25), ("DPM++-50", "dpm++", 50), ("DPM++-25", "dpm++", 25))
+SAMPLERS = (("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25), ("DPM++-50", "dpmsolver++", 50),
+            ("DPM++-25", "dpmsolver++", 25))
 STRATEGIES = {
     "identity": lambda: pitsolve.jacobians.Identity(),
     "anderson (m=4)": lambda: pitsolve.jacobians.Anderson(4),
@@ -33,14 +34,6 @@ STRATEGIES = {
 }
 SWEEPS = 10
 TARGET = 1e-2
-
-
-def scheduler(kind: str, config):
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    if kind == "ddim":
-        return DDIMScheduler.from_config(config)
-    return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
 
 
 def curve(unet, sched, T: int, make) -> list:
@@ -67,6 +60,7 @@ def curve(unet, sched, T: int, make) -> list:
 
 
 def main() -> None:
+    from pitsolve.adapters.cli.models import make_scheduler
     from pitsolve.adapters.digits import load_pipeline
 
     h = _record.header("oracle", "python -m benchmarks.oracle", "cpu", False, {"sweeps": SWEEPS, "target": TARGET})
@@ -75,7 +69,7 @@ def main() -> None:
     started = time.time()
     rows = []
     for name, kind, T in SAMPLERS:
-        sched = scheduler(kind, pipe.scheduler.config)
+        sched = make_scheduler(kind, pipe.scheduler)
         for label, make in STRATEGIES.items():
             errors = curve(unet, sched, T, make)
             first = next((k for k, e in enumerate(errors, 1) if e <= TARGET), None)
