@@ -11,39 +11,47 @@ critical path.  :class:`Guard` adds two safeguards to
 :func:`~pitsolve.solve`:
 
 **The fallback ladder.**  Non-finite iterates ahead of the front are
-re-initialised from the last finite point (``Solution.resets``).  When
-``blowups`` sweeps have blown up while no sweep advanced the front by more
-than one point, or a sweep's step is ``growth`` times larger than the
-identity update's step on the same sweep (an extrapolation, e.g. the
-diagonal scan of a non-normal map), or in ``patience`` consecutive sweeps a
-window point's stopping measure rises ``growth`` times above its value when
-it entered the window while the window's largest measure is ``growth``
-times its value in the rung's first sweep (the iteration makes the guess
-worse, not better), the solve moves one rung down, discards the window's
-unaccepted iterates and re-initialises them from the accepted front:
+re-initialised from the last finite point (``Solution.resets``).  The guard
+acts only on a sweep that is no better than the sequential sweep — it
+advanced the accepted front by at most one point — and shows divergence:
+``blowups`` such sweeps have blown up, or the sweep's step is ``growth``
+times larger than the identity update's step on the same sweep (an
+extrapolation, e.g. the diagonal scan of a non-normal map), or in
+``patience`` consecutive such sweeps a window point's stopping measure rises
+``growth`` times above its value when it entered the window while the
+window's largest measure is ``growth`` times its value in the rung's first
+sweep (the iteration makes the guess worse, not better).  Then the solve
+moves one rung down, discards the window's unaccepted iterates and
+re-initialises them from the accepted front:
 
 1. the strategy as given;
 2. the strategy damped towards the identity update,
    ``X^{k+1} = G_I(X^k) + β (G_A(X^k) − G_I(X^k))`` (:class:`Damped`);
 3. the identity update (ParaSolver Eq. 13);
-4. the sequential sweep: a window of one point, ``X_{n+1} = Φ_n(X_n)``, each
-   sweep exact.
+4. the sequential sweep: ``X_{n+1} = Φ_n(X_n)`` point by point, in a loop
+   as lean as :func:`~pitsolve.sequential`'s.
 
 Rungs that coincide with the strategy (damping the identity) are skipped.
 Every move is recorded in ``Solution.fallbacks`` as a :class:`Fallback`.
+A strategy that converges — the front advances by more than one point per
+sweep — is never moved, so the guard does not change its sweeps or depth.
 
 **The depth budget.**  A sweep costs ``K`` (one wave of ``Φ``) plus the
 strategy's extra sequential depth (:meth:`JacobianStrategy.extra_depth
 <pitsolve.jacobians.JacobianStrategy.extra_depth>`: a JVP wave, a coarse
 sweep, Newton's JVP sweep) and accepts at least one point.  The guard runs
-the strategy's sweep only while the depth the sweeps have spent, plus this
-sweep's, stays within ``K`` per accepted point (``≤ (start+1)·K``);
-otherwise that sweep uses the identity update, which costs ``K`` and so
-keeps the invariant.  By induction the sweeps' depth never exceeds ``N·K``,
-the depth of :func:`~pitsolve.sequential`.  (An initialiser's own model
-steps, e.g. the preconditioning steps of Eq. 17, are counted in
-``Solution.depth`` but not charged to this budget.)  Budget sweeps are
-counted in ``Solution.budget_sweeps``.
+the strategy's update only while, after it, the remaining points could
+still be finished by sequential sweeps within ``depth_factor·N·K``:
+``spent + K + extra + K·(N − a − 1) ≤ depth_factor·N·K`` for a sweep whose
+first unaccepted point is ``a``; otherwise that sweep uses the identity
+update, which costs no extra depth and so keeps the invariant.  By
+induction the sweeps' depth never exceeds ``depth_factor`` (default 2)
+times the depth ``N·K`` of :func:`~pitsolve.sequential`, and a strategy
+that needs its extra depth only in its first sweeps (Newton or dense on an
+affine system: exact after one sweep, Prop. 3) is not taxed.  (An
+initialiser's own model steps, e.g. the preconditioning steps of Eq. 17,
+are counted in ``Solution.depth`` but not charged to this budget.)  Budget
+sweeps are counted in ``Solution.budget_sweeps``.
 """
 
 from __future__ import annotations
@@ -80,7 +88,9 @@ class Guard:
             from the last finite point; a solve from a poor start often blows
             up far ahead for a few sweeps and then converges fast.
         damping: ``β`` of the damped rung, in ``(0, 1)``.
-        budget: keep the sweeps' depth within the sequential solve's (``N·K``).
+        budget: keep the sweeps' depth within ``depth_factor`` times the
+            sequential solve's (``N·K``).
+        depth_factor: the depth budget's multiple of ``N·K`` (``≥ 1``).
     """
 
     growth: float = 1e3
@@ -88,6 +98,7 @@ class Guard:
     blowups: int = 8
     damping: float = 0.5
     budget: bool = True
+    depth_factor: float = 2.0
 
     def __post_init__(self):
         if isinstance(self.growth, bool) or not isinstance(self.growth, (int, float)) or not self.growth > 1 \
@@ -102,6 +113,12 @@ class Guard:
             raise InputValueError(f"Guard(damping={self.damping!r}) must be a number in (0, 1) (e.g. 0.5).")
         if not isinstance(self.budget, bool):
             raise InputTypeError(f"Guard(budget={self.budget!r}) must be True or False.")
+        if isinstance(self.depth_factor, bool) or not isinstance(self.depth_factor, (int, float)) \
+                or not 1 <= self.depth_factor < math.inf:
+            raise InputValueError(
+                f"Guard(depth_factor={self.depth_factor!r}) must be a finite number >= 1 (e.g. 2: at most twice "
+                "the sequential depth)."
+            )
 
 
 @dataclass(frozen=True)
@@ -148,11 +165,8 @@ class Damped(JacobianStrategy):
         self._identity = Identity()
         self.name = f"damped-{inner.name}"
 
-    def reset(self, system: BandedSystem) -> None:
-        self.inner.reset(system)
-
-    def slide(self, shift: int) -> None:
-        self.inner.slide(shift)
+    def init(self, system: BandedSystem):
+        return self.inner.init(system)
 
     def extra_depth(self, system: BandedSystem, p: int) -> int:
         return self.inner.extra_depth(system, p)
@@ -182,6 +196,7 @@ class Ladder:
             self.rungs.append(("sequential", Zero()))
         self.level = 0
         self.identity = Identity()
+        self._states = {id(strategy): strategy.init(system)}  # per-solve state of each rung's strategy
         self.fallbacks: List[Fallback] = []
         self.budget_sweeps = 0
         self.sweep_depth = 0  # depth charged to the budget: Φ waves and strategy extras
@@ -203,14 +218,24 @@ class Ladder:
     def sequential(self) -> bool:
         return self.rung == "sequential"
 
-    def choose(self, start: int, p: int) -> JacobianStrategy:
-        """The strategy for the next sweep over ``p`` points from ``start`` (the depth budget)."""
+    def state_of(self, strategy: JacobianStrategy):
+        """The per-solve state of ``strategy`` (made by its :meth:`~JacobianStrategy.init` on first use)."""
+        key = id(strategy)
+        if key not in self._states:
+            self._states[key] = strategy.init(self.system)
+        return self._states[key]
+
+    def choose(self, start: int, p: int, depth: int, N: int) -> JacobianStrategy:
+        """The strategy for this sweep's update of ``p`` points from ``start`` (the depth budget).
+
+        Called after the sweep's ``Φ`` wave, which :meth:`charge` has not yet counted.
+        """
         strategy = self.strategy
         K = self.system.steps_per_interval
         if self.guard is None or not self.guard.budget or self.sequential:
             return strategy
         extra = strategy.extra_depth(self.system, p)
-        if extra > 0 and self.sweep_depth + K + extra > (start + 1) * K:
+        if extra > 0 and self.sweep_depth + K + extra + K * (N - start - 1) > self.guard.depth_factor * N * K:
             self.budget_sweeps += 1
             return self.identity
         return strategy
@@ -240,6 +265,10 @@ class Ladder:
         times larger is an extrapolation, not a correction.
         """
         if self.guard is None or self.level == len(self.rungs) - 1:
+            return False
+        if accepted - window_start > 1:
+            # The sweep beat the sequential sweep: whatever its measures did, it is converging.
+            self._blowups, self._strikes = 0, 0
             return False
         reason = None
         ratio = ratio.detach().to("cpu", torch.float64)
@@ -281,6 +310,6 @@ class Ladder:
         source = self.rung
         self.level += 1
         self.fallbacks.append(Fallback(iteration, accepted, source, self.rung, reason))
-        self.strategy.reset(self.system)
+        self._states.pop(id(self.strategy), None)  # a fresh history for the new rung
         self._ref, self._top, self._strikes, self._blowups = None, None, 0, 0
         return True

@@ -25,6 +25,12 @@ class Status(enum.Enum):
         "not converged: NaN or Inf appeared in the propagated states in iteration {iterations} "
         "({accepted} of {N} points accepted); check the system for blow-up or lower the step size"
     )
+    UNCERTIFIED = (
+        "not certified: all {N} points accepted in {iterations} iterations, but the error estimate "
+        "{estimate:.3g} exceeds tol={tol:g}: the flow amplifies perturbations (gain {gain:.3g} over the "
+        "accepted intervals) faster than the sweeps can shrink them, so no parallel solve can certify this "
+        "tolerance; solve sequentially (pitsolve.sequential), shorten the horizon or loosen tol"
+    )
     SEQUENTIAL = "sequential solve of {N} intervals"
 
 
@@ -36,7 +42,8 @@ class Solution:
         ys: the N+1 boundary states ``X_0 … X_N`` stacked on a leading axis
             (a tuple of such tensors for tuple states); with
             ``trajectory=False`` only ``X_0`` and ``X_N``.
-        converged: whether every point was accepted.
+        converged: whether every point was accepted (and, with
+            ``stopping="error"``, the error estimate is within ``tol``).
         status: a :class:`Status`; ``message`` says it in words.
         iterations: parallel sweeps (sequential: N).
         nfe: fine steps evaluated in total, summed over the batch (work).
@@ -58,6 +65,10 @@ class Solution:
             strategy's extra depth would have exceeded the sequential
             solve's (:class:`~pitsolve.Guard`, ``budget``).
         wall_time: seconds from the start of the solve to the end.
+        error_estimate: the estimated largest distance of an accepted point
+            from the sequential result, in the system's measure (``≤ tol``
+            when converged; ``stopping="error"`` only, else ``None``).
+        stopping: the acceptance rule, ``"error"`` or ``"eq14"``.
         tuning: for ``window="auto"``, the chosen window and the measured
             batch-cost curve ``[(rows, seconds), …]``; else ``None``.
     """
@@ -82,6 +93,8 @@ class Solution:
     jacobian: Optional[str] = None
     window: Optional[int] = None
     tol: Optional[float] = None
+    stopping: Optional[str] = None
+    error_estimate: Optional[float] = None
 
     @property
     def y(self) -> State:
@@ -91,7 +104,13 @@ class Solution:
         return self.ys[-1]
 
     def __repr__(self) -> str:
-        extra = f", fallbacks={[f.target for f in self.fallbacks]}" if self.fallbacks else ""
+        extra = ""
+        if self.error_estimate is not None:
+            extra += f", error_estimate={self.error_estimate:.3g}"
+        if self.fallbacks:
+            extra += f", fallbacks={[f.target for f in self.fallbacks]}"
+        if self.budget_sweeps:
+            extra += f", budget_sweeps={self.budget_sweeps}"
         return (
             f"Solution(status={self.status.name}, iterations={self.iterations}, depth={self.depth}, "
             f"nfe={self.nfe}, N={self.num_intervals}{extra}, wall_time={self.wall_time:.3g}s)"

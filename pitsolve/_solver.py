@@ -13,14 +13,16 @@ from tqdm.auto import tqdm
 from . import _execution, _guard, _tuning
 from . import initializers as _initializers
 from . import jacobians as _jacobians
+from ._acceptance import check_rule
 from ._devices import digest, plain_repr
 from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
 from ._execution import Executor
 from ._grid import check_positive_int
-from ._guard import Guard, Ladder
+from ._guard import Guard
+from ._loop import Loop
 from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
-from .jacobians._base import Cost, JacobianStrategy, Sweep
+from .jacobians._base import JacobianStrategy
 
 __all__ = ["solve", "sequential"]
 
@@ -42,25 +44,32 @@ def solve(
     executor: Optional[Executor] = None,
     guard: Union[bool, Guard] = True,
     trajectory: bool = True,
+    stopping: str = "error",
 ) -> Solution:
     r"""Solve the banded system ``X_{n+1} = Φ_n(X_n)`` by parallel quasi-Newton sweeps.
 
-    Algorithm 1 of the paper with a pluggable Jacobian approximation.  Each
-    iteration over the window ``start … start+p``:
+    Algorithm 1 of the paper with a pluggable Jacobian approximation and an
+    acceptance rule that bounds the distance from the sequential result.
+    Each iteration over the window ``start … start+p``:
 
     1. evaluates ``Φ_i(X^k_i)`` for all ``p`` window points in **one** batched
        :meth:`~pitsolve.BandedSystem.propagate` call (line 4);
-    2. computes ``X^{k+1}`` with the strategy's update
+    2. (``stopping="error"``) measures the defects ``X^k_{n+1} − Φ_n(X^k_n)``
+       of the iterate and accepts the leading points whose error estimate
+       against the sequential result stays within ``tol``, then ``Φ`` of the
+       last of them — at least one point, since ``Φ`` of the accepted anchor
+       is exact (line 7; :mod:`pitsolve._acceptance`);
+    3. computes the next iterate of the other points with the strategy's update
        ``X^{k+1}_{n+1} = Φ_n(X^k_n) + A_n (X^{k+1}_n − X^k_n)`` (lines 5–6);
-    3. tests each point with Eq. 14, ``RMS((X^{k+1}_n − X^k_n)/s_n) ≤ tol``
-       (``s_n`` from :meth:`~pitsolve.BandedSystem.error_scale`), and accepts
-       the leading run of passing points — at least one, since the first
-       point depends only on the fixed anchor and is exact (line 7);
+       with ``stopping="eq14"`` the paper's test
+       ``RMS((X^{k+1}_n − X^k_n)/s_n) ≤ tol`` then decides acceptance;
     4. slides the window past the accepted points and fills the points
        entering it with ``init`` from the newest iterate (lines 8–10).
 
     Because the window advances by at least one point per iteration, the
-    solve ends after at most ``N`` iterations (finite termination).
+    solve ends after at most ``N`` iterations (finite termination).  The
+    strategy instance is not modified (its per-solve state lives in the
+    solve), so one instance may serve concurrent solves.
 
     Args:
         system: the banded system.
@@ -71,7 +80,12 @@ def solve(
             measured once per process on this system and device, see
             :mod:`pitsolve._tuning`;
             ``Solution.tuning`` holds the measured curve).
-        tol: ``δ`` of Eq. 14 (``≥ 0``).
+        tol: the tolerance (``≥ 0``).  With ``stopping="error"``: the
+            largest distance of an accepted point from the sequential
+            solve's, in the system's measure ``RMS((X_n − X*_n)/s_n)``
+            (:meth:`~pitsolve.BandedSystem.error_ratio`), as estimated from
+            the defects; ``Solution.error_estimate`` holds the estimate.
+            With ``"eq14"``: ``δ`` of Eq. 14, a bound on each point's last change.
         max_iters: stop after this many iterations (``None``: N, which always
             suffices).
         init: initial guesses (:mod:`pitsolve.initializers`): ``"constant"``
@@ -106,6 +120,11 @@ def solve(
             rows).  ``False`` keeps only ``X_0`` and ``X_N`` (two rows) and
             no per-point residual history, so that memory is bounded by the
             window rather than by ``N``.
+        stopping: the acceptance rule: ``"error"`` (default) bounds the
+            error against the sequential result and reports
+            :attr:`~pitsolve.Status.UNCERTIFIED` where the flow amplifies the
+            accepted errors beyond ``tol``; ``"eq14"`` is the paper's
+            per-point change test (see :mod:`pitsolve._acceptance`).
 
     Returns:
         A :class:`~pitsolve.Solution`.
@@ -130,6 +149,7 @@ def solve(
     if callback is not None and not callable(callback):
         raise InputTypeError(f"callback={callback!r} is not callable; pass a function of one Iteration, or None.")
     guard = _guard.resolve(guard)
+    stopping = check_rule(stopping)
     if not isinstance(trajectory, bool):
         raise InputTypeError(f"trajectory={trajectory!r} must be True (keep X_0 … X_N) or False (X_0 and X_N only).")
     executor = _execution.resolve(devices, executor)
@@ -142,6 +162,7 @@ def solve(
         "throw": repr(bool(throw)),
         "guard": repr(guard),
         "trajectory": repr(trajectory),
+        "stopping": repr(stopping),
     }
     if auto and not isinstance(executor, (_execution.LocalExecutor, _execution.MultiDeviceExecutor)):
         raise InputValueError(
@@ -153,8 +174,10 @@ def solve(
         tuning = None
         if auto:
             p, tuning = _tuning.auto_window(system, executor, N)
-        solution = _iterate(system, strategy, initializer, executor, N, p, p if auto else window, tol, max_iters,
-                            progress, callback, started, guard, trajectory)
+        loop = Loop(system, strategy, initializer, executor, N=N, p=p, window=p if auto else window, tol=float(tol),
+                    max_iters=max_iters, stopping=stopping, guard=guard, trajectory=trajectory, progress=progress,
+                    callback=callback, started=started)
+        solution = loop.run()
         solution.tuning = tuning
         solution = executor.finish(solution)
     finally:
@@ -163,195 +186,6 @@ def solve(
         error = NonFiniteError if solution.status is Status.NONFINITE else ConvergenceError
         raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
     return solution
-
-
-def _iterate(system, strategy, initializer, executor, N, p, window, tol, max_iters, progress, callback, started,
-             guard, trajectory):
-    """Algorithm 1 on the executor's system: the loop of :func:`solve`, after its checks."""
-    spec = system.spec
-    strategy.reset(system)
-    initializer.reset(system)
-    routed = executor.route(system)
-    ladder = Ladder(guard, strategy, system)
-    floor = max(tol, 10 * torch.finfo(spec.dtype).eps)  # stopping measures below it are round-off
-
-    K = system.steps_per_interval
-    cost = Cost()
-    x0 = spec.flatten(system.initial_state)
-    # The accepted points: all of them, or (trajectory=False) the newest one only, so that
-    # memory is bounded by the window rather than by N.
-    ys = torch.empty((N + 1 if trajectory else 2, spec.size), dtype=spec.dtype, device=spec.device)
-    ys[0] = x0
-    x = torch.cat([x0.unsqueeze(0), initializer.initialize(system, x0, 0, p, cost)])
-    start, x_start, iterations, resets = 0, 0, 0, 0
-    status = Status.MAX_ITERS
-    history = dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
-    bar = tqdm(total=N, disable=not (progress and executor.leader), desc=f"pitsolve[{strategy.name}]",
-               unit="pt", leave=False)
-    try:
-        while True:
-            iterations += 1
-            current = ladder.choose(start, p)
-            indices = torch.arange(start, start + p, device=spec.device)
-            fx = executor.propagate(x[:-1], indices)  # line 4: the parallel part
-            cost.nfe += system.interval_cost(indices)
-            before = cost.depth
-            cost.depth += K
-            finite = torch.isfinite(fx).all(dim=1)
-            if not finite[0]:  # Φ of the accepted anchor itself: the system blows up
-                status = Status.NONFINITE
-                break
-            new, valid, change = _update(current, routed, system, initializer, start, indices, x, fx, finite, cost)
-            ladder.charge(cost.depth - before)
-            reset = valid < p
-            resets += reset
-
-            # Eq. 14 per point, and the leading run of accepted points (line 7).
-            ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)
-            passed = ratio <= tol
-            passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
-            # The leading run of passing points, and one more: the point after the run is Φ of a
-            # point that passed, so it is as accurate as the run itself (ParaDiGMS' rule); with an
-            # empty run that is the first point, Φ of the accepted anchor, exact.  The first point
-            # does not pass by fiat: if it moved, the points after it were computed from its old
-            # value and must be swept again.
-            run = int(torch.cumprod(passed.to(torch.int64), 0).sum())
-            shift = run
-            if run < valid:  # never a re-initialised row
-                if run > 0:
-                    new = _after_run(new, fx, x, run, system.passive)
-                shift = run + 1
-            residual = float(ratio.max())
-            steps = None
-            if ladder.compares_steps and valid == p:
-                # The sweep's step against the identity update's (free: a cumulative sum of drifts).
-                drift_sum = x[0] + torch.cumsum(fx - x[:-1], dim=0)
-                steps = (float(system.error_ratio(new, x[1:], indices + 1).max()),
-                         max(float(system.error_ratio(drift_sum, x[1:], indices + 1).max()), floor))
-            history["residuals"].append(residual)
-            if trajectory:
-                history["point_residuals"].append(ratio.detach().cpu())
-            history["window_starts"].append(start)
-
-            if trajectory:
-                ys[start + 1 : start + 1 + shift] = new[:shift]
-            else:
-                ys[1] = new[shift - 1]
-            old_end = start + p
-            x = torch.cat([x[:1], new])
-            start += shift
-            history["accepted"].append(start)
-            if callback is not None:
-                callback(Iteration(iterations, start - shift, new, ratio, start, spec))
-            bar.update(shift)
-            bar.set_postfix(iteration=iterations, residual=f"{residual:.2e}")
-            if start >= N:
-                status = Status.CONVERGED
-                break
-            if iterations >= max_iters:
-                break
-            # Slide the window (line 10) and fill the points entering it (lines 8–9).
-            p = min(p, N - start)
-            x = x[shift : shift + p + 1]
-            x_start = start
-            if ladder.watch(iterations, start, start - shift, ratio, bool(reset), floor, steps):
-                # Down a rung: discard the unaccepted iterates, restart them from the front.
-                if ladder.sequential:
-                    p, initializer = 1, _initializers.Constant()
-                x = torch.cat([x[:1], initializer.initialize(system, x[0], start, p, cost)])
-                bar.set_description(f"pitsolve[{ladder.strategy.name}]")
-            else:
-                need = start + p - old_end
-                if need > 0:
-                    fresh = initializer.initialize(system, x[-1], old_end, need, cost)
-                    x = torch.cat([x, fresh])
-            current.slide(shift)
-            if current is not ladder.strategy:
-                ladder.strategy.slide(shift)
-    finally:
-        bar.close()
-
-    converged = status is Status.CONVERGED
-    if not converged:
-        # Best iterate: accepted points, the window's iterate, initial guesses beyond it.
-        end = x_start + x.shape[0] - 1
-        rest = initializer.initialize(system, x[-1], end, N - end, Cost()) if end < N else x[-1:]
-        if trajectory:
-            ys[x_start + 1 : end + 1] = x[1:]
-            if end < N:
-                ys[end + 1 :] = rest
-        else:
-            ys[1] = rest[-1]
-    solution = Solution(
-        ys=spec.trajectory(ys),
-        converged=converged,
-        status=status,
-        message=status.value.format(N=N, iterations=iterations, accepted=start),
-        iterations=iterations,
-        nfe=cost.nfe,
-        depth=cost.depth,
-        num_intervals=N,
-        resets=resets,
-        fallbacks=ladder.fallbacks,
-        budget_sweeps=ladder.budget_sweeps,
-        jacobian=strategy.name,
-        window=window,
-        tol=tol,
-        wall_time=time.perf_counter() - started,
-        **history,
-    )
-    return solution
-
-
-def _update(strategy, routed, system, initializer, start, indices, x, fx, finite, cost):
-    """The strategy's update on the window, guarded against non-finite iterates.
-
-    Iterates far ahead of the accepted front can diverge (Newton or Anderson
-    on a long horizon).  If ``Φ`` or the update is non-finite from row ``j``
-    on, the update is kept up to ``j`` and the rest of the window is filled
-    afresh by the initialiser from the last finite point.  The leading row
-    is ``Φ`` of the fixed anchor: exact, whatever the strategy did.
-    ``routed`` is the system as the strategies see it (batched calls through
-    the executor), ``system`` the loop's own.
-    Returns the new iterate, the number of its leading rows that came from
-    the update (``p`` when nothing was reset; the re-initialised rows after
-    them must not pass the stopping rule in this sweep) and the change the
-    stopping rule reads (:meth:`~pitsolve.jacobians.JacobianStrategy.change`).
-    """
-    p = fx.shape[0]
-    j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
-    sweep = Sweep(system=routed, start=start, indices=indices[:j], x=x[: j + 1], fx=fx[:j], cost=cost)
-    new = torch.cat([fx[:1], strategy.update(sweep)[1:]])
-    if system.passive is not None:
-        # Parts Φ does not read (its Jacobian columns there are zero): take Φ's value (A = 0).
-        new = new.clone()
-        new[:, system.passive] = fx[: new.shape[0], system.passive]
-    change = strategy.change(sweep, new)
-    ok = torch.isfinite(new).all(dim=1) & torch.isfinite(change).all(dim=1)
-    if not bool(ok.all()):
-        j = int(torch.nonzero(~ok)[0])
-        new, change = new[:j], change[:j]
-    if new.shape[0] == p:
-        return new, p, change
-    fresh = initializer.initialize(system, new[-1], start + new.shape[0], p - new.shape[0], cost)
-    change = torch.cat([change, fresh - x[1 + new.shape[0] :]])
-    return torch.cat([new, fresh]), new.shape[0], change
-
-
-def _after_run(new, fx, x, run, passive):
-    """Row ``run`` of the iterate rebuilt from its accepted predecessor: ``Φ(X^k) + (X^{k+1} − X^k)``.
-
-    Its predecessor (row ``run − 1``) passed Eq. 14, so ``X^k`` and ``X^{k+1}``
-    there differ by at most the tolerance and this value is ``Φ`` of the
-    accepted point to that order, whatever the strategy's own value for the
-    row was (an Anderson extrapolation, say).  Passive parts take ``Φ``'s value.
-    """
-    row = fx[run] + (new[run - 1] - x[run])
-    if passive is not None:
-        row[passive] = fx[run, passive]
-    new = new.clone()
-    new[run] = row
-    return new
 
 
 def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool = True) -> Solution:

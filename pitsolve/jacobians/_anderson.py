@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Tuple
+from dataclasses import dataclass, field
+from typing import Deque, Optional, Tuple
 
 import torch
 
@@ -13,6 +14,14 @@ from ._base import JacobianStrategy, Sweep
 from ._simple import Identity
 
 __all__ = ["Anderson"]
+
+
+@dataclass
+class _History:
+    """Anderson's per-solve state: past ``(start, iterate x[1:], residual r)`` of the window, newest last."""
+
+    past: Deque[Tuple[int, torch.Tensor, torch.Tensor]]
+    residual: Optional[torch.Tensor] = None
 
 
 class Anderson(JacobianStrategy):
@@ -48,21 +57,20 @@ class Anderson(JacobianStrategy):
             raise InputValueError(f"regularization={regularization!r} must be >= 0.")
         self.history, self.regularization = history, regularization
         self._base = Identity()
-        # Past (start, iterate x[1:], residual r) of the window, newest last.
-        self._past: Deque[Tuple[int, torch.Tensor, torch.Tensor]] = deque(maxlen=history + 1)
 
-    def reset(self, system: BandedSystem) -> None:
-        self._past.clear()
+    def init(self, system: BandedSystem) -> _History:
+        return _History(deque(maxlen=self.history + 1))
 
     def update(self, sweep: Sweep) -> torch.Tensor:
+        state = sweep.state if sweep.state is not None else self.init(sweep.system)
         g = self._base.update(sweep)
         x = sweep.x[1:]
         r = g - x
-        self._residual = r
-        self._past.append((sweep.start, x, r))
-        if len(self._past) < 2:
+        state.residual = r
+        state.past.append((sweep.start, x, r))
+        if len(state.past) < 2:
             return g
-        xs, rs, mask = self._aligned(sweep.start, x.shape[0])
+        xs, rs, mask = _aligned(state.past, sweep.start, x.shape[0])
         both = (mask[1:] & mask[:-1]).unsqueeze(-1).to(x.dtype)  # [m, p, 1]
         dx = (xs[1:] - xs[:-1]) * both  # [m, p, D]
         dr = (rs[1:] - rs[:-1]) * both
@@ -86,30 +94,30 @@ class Anderson(JacobianStrategy):
         The accelerated step itself can be small far from the solution (the
         history damps it), so the stopping rule reads the residual, as ParaTAA does.
         """
-        r = self._residual.clone()
+        if sweep.state is None or sweep.state.residual is None or sweep.state.residual.shape != new.shape:
+            return new - sweep.x[1:]
+        r = sweep.state.residual.clone()
         r[0] = new[0] - sweep.x[1]
         return r
 
-    def slide(self, shift: int) -> None:
-        """Nothing to do: history is aligned by absolute point index in :meth:`_aligned`."""
-
-    def _aligned(self, start: int, p: int):
-        """Past iterates and residuals on the current window's points, with a presence mask."""
-        xs, rs, masks = [], [], []
-        for s0, xp, rp in self._past:
-            x_al = torch.zeros((p, xp.shape[1]), dtype=xp.dtype, device=xp.device)
-            r_al = torch.zeros_like(x_al)
-            mask = torch.zeros(p, dtype=torch.bool, device=xp.device)
-            lo = max(start, s0)
-            hi = min(start + p, s0 + xp.shape[0])
-            if hi > lo:
-                x_al[lo - start : hi - start] = xp[lo - s0 : hi - s0]
-                r_al[lo - start : hi - start] = rp[lo - s0 : hi - s0]
-                mask[lo - start : hi - start] = True
-            xs.append(x_al)
-            rs.append(r_al)
-            masks.append(mask)
-        return torch.stack(xs), torch.stack(rs), torch.stack(masks)
-
     def __repr__(self) -> str:
-        return f"Anderson(history={self.history})"
+        return f"Anderson(history={self.history}, regularization={self.regularization})"
+
+
+def _aligned(past, start: int, p: int):
+    """Past iterates and residuals on the current window's points (aligned by point index), with a mask."""
+    xs, rs, masks = [], [], []
+    for s0, xp, rp in past:
+        x_al = torch.zeros((p, xp.shape[1]), dtype=xp.dtype, device=xp.device)
+        r_al = torch.zeros_like(x_al)
+        mask = torch.zeros(p, dtype=torch.bool, device=xp.device)
+        lo = max(start, s0)
+        hi = min(start + p, s0 + xp.shape[0])
+        if hi > lo:
+            x_al[lo - start : hi - start] = xp[lo - s0 : hi - s0]
+            r_al[lo - start : hi - start] = rp[lo - s0 : hi - s0]
+            mask[lo - start : hi - start] = True
+        xs.append(x_al)
+        rs.append(r_al)
+        masks.append(mask)
+    return torch.stack(xs), torch.stack(rs), torch.stack(masks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,6 +34,10 @@ class Sweep:
 
     i.e. ``x[1:] + δ`` with ``δ_{i+1} = b_i + A_i δ_i``, ``δ_0 = 0`` and
     ``b_i = fx[i] − x[i+1]``; extra evaluations are added to ``cost``.
+    ``state`` is the strategy's per-solve state, as returned by
+    :meth:`JacobianStrategy.init` (history of past sweeps, a random
+    generator): the solve owns it, so one strategy instance can serve
+    several solves at once.
     """
 
     system: BandedSystem
@@ -42,6 +46,7 @@ class Sweep:
     x: torch.Tensor
     fx: torch.Tensor
     cost: Cost
+    state: Any = None
 
     @property
     def b(self) -> torch.Tensor:
@@ -54,16 +59,26 @@ class Sweep:
 
 
 class JacobianStrategy(abc.ABC):
-    """An approximation ``A_n ≈ J_n = ∂Φ_n/∂X_n`` and the solve of its recurrence."""
+    """An approximation ``A_n ≈ J_n = ∂Φ_n/∂X_n`` and the solve of its recurrence.
+
+    A strategy instance holds only its settings.  Everything that changes
+    during a solve (the history of past sweeps, a generator) lives in the
+    object :meth:`init` returns, which the solve owns and hands back in
+    every :class:`Sweep` as ``sweep.state`` (the ``init``/``step`` split of
+    diffrax's solvers).  So :func:`~pitsolve.solve` never mutates the
+    instance a user passed, and one instance can serve concurrent solves.
+    """
 
     #: The registry name.
     name: ClassVar[str]
 
-    def reset(self, system: BandedSystem) -> None:
-        """Called once at the start of every solve (clear history)."""
+    def init(self, system: BandedSystem) -> Any:
+        """Check the strategy against ``system`` and return its per-solve state (default ``None``).
 
-    def slide(self, shift: int) -> None:
-        """Called when the window's start advances by ``shift`` points."""
+        Called once at the start of every solve (and when the divergence
+        guard enters this strategy's rung).
+        """
+        return None
 
     def extra_depth(self, system: BandedSystem, p: int) -> int:
         """Depth (fine steps on the critical path) a sweep over ``p`` points adds to the ``Φ`` wave.

@@ -37,10 +37,10 @@ class Diagonal(JacobianStrategy):
         if exact_below < 0 or probes < 1:
             raise InputValueError(f"exact_below={exact_below} must be >= 0 and probes={probes} >= 1.")
         self.exact_below, self.probes, self.seed, self.clip = exact_below, probes, seed, clip
-        self._gen: torch.Generator | None = None
 
-    def reset(self, system: BandedSystem) -> None:
-        self._gen = torch.Generator().manual_seed(self.seed)
+    def init(self, system: BandedSystem) -> torch.Generator:
+        """The per-solve state: the probes' generator, seeded with ``seed``."""
+        return torch.Generator().manual_seed(self.seed)
 
     def extra_depth(self, system: BandedSystem, p: int) -> int:
         return system.steps_per_interval if p > 1 else 0
@@ -50,9 +50,8 @@ class Diagonal(JacobianStrategy):
         if D <= self.exact_below:
             diag = torch.diagonal(jacobian_columns(sweep), dim1=1, dim2=2)
         else:
-            if self._gen is None:
-                self.reset(sweep.system)
-            diag = probe_diagonal(sweep, self.probes, self._gen)
+            gen = sweep.state if sweep.state is not None else self.init(sweep.system)
+            diag = probe_diagonal(sweep, self.probes, gen)
             if self.clip is not None:
                 diag = diag.clamp(-self.clip, self.clip)
         delta = linear_scan(diag, sweep.b, dense=False)

@@ -58,7 +58,7 @@ class Dense(JacobianStrategy):
             raise InputValueError(f"max_size={max_size!r} must be an int >= 1 (the largest state size D).")
         self.max_size = max_size
 
-    def reset(self, system) -> None:
+    def init(self, system) -> None:
         D = system.spec.size
         if D > self.max_size:
             raise InputValueError(

@@ -38,7 +38,7 @@ class Parareal(JacobianStrategy):
             raise InputTypeError(f"coarse is a {type(coarse).__name__}; pass coarse(states, indices) or None.")
         self.coarse, self.cost = coarse, cost
 
-    def reset(self, system: BandedSystem) -> None:
+    def init(self, system: BandedSystem) -> None:
         if self.coarse is None and type(system).coarse_propagate is BandedSystem.coarse_propagate:
             raise InputTypeError(
                 f"{type(system).__name__} defines no coarse propagator; pass one as "

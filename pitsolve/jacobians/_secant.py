@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Deque, Dict, Tuple
 
 import torch
@@ -14,6 +15,15 @@ from ._base import JacobianStrategy, Sweep
 __all__ = ["Secant"]
 
 BASES = ("identity", "zero")
+
+
+@dataclass
+class _Memory:
+    """Secant's per-solve state: the last ``m`` ``(X^k_n, Φ_n(X^k_n))`` of each window point, and ``B_0``."""
+
+    pairs: Dict[int, Deque[Tuple[torch.Tensor, torch.Tensor]]]
+    active: torch.Tensor  # the flat columns fitted (all but the passive part)
+    b0: torch.Tensor  # the diagonal of B_0 on those columns
 
 
 class Secant(JacobianStrategy):
@@ -58,38 +68,31 @@ class Secant(JacobianStrategy):
         if not regularization >= 0:
             raise InputValueError(f"regularization={regularization!r} must be >= 0.")
         self.history, self.base, self.regularization = history, base, regularization
-        self._memory: Dict[int, Deque[Tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._active = None
-        self._b0 = None
 
-    def reset(self, system: BandedSystem) -> None:
-        self._memory = {}
+    def init(self, system: BandedSystem) -> _Memory:
         D = system.spec.size
         active = torch.ones(D, dtype=torch.bool)
         if system.passive is not None:
             active[system.passive] = False
-        self._active = torch.nonzero(active).flatten().to(system.spec.device)
         b0 = torch.zeros(D, dtype=system.spec.dtype)
         if self.base == "identity":
             b0[system.monitored] = 1.0
-        self._b0 = b0[active].to(system.spec.device)
-
-    def slide(self, shift: int) -> None:
-        """Forget the points that left the window (their ``Φ`` is never evaluated again)."""
+        return _Memory({}, torch.nonzero(active).flatten().to(system.spec.device), b0[active].to(system.spec.device))
 
     def update(self, sweep: Sweep) -> torch.Tensor:
-        cols, b0 = self._active, self._b0
+        memory = sweep.state if sweep.state is not None else self.init(sweep.system)
+        cols, b0 = memory.active, memory.b0
         x, fx = sweep.x[:, cols], sweep.fx[:, cols]
         p = fx.shape[0]
         start = sweep.start
         # Drop the memory of points behind the window: they are accepted.
-        for n in [n for n in self._memory if n < start]:
-            del self._memory[n]
+        for n in [n for n in memory.pairs if n < start]:
+            del memory.pairs[n]
         # Per point: secant pairs (newest minus each older iterate, up to m), then the rank-m factors.
         corr_u, corr_w = [None] * p, [None] * p
         for i in range(1, p):
             n = start + i
-            mem = self._memory.get(n) if self.history else None
+            mem = memory.pairs.get(n) if self.history else None
             if mem:
                 xs = torch.stack([m[0] for m in mem])
                 fs = torch.stack([m[1] for m in mem])
@@ -102,7 +105,7 @@ class Secant(JacobianStrategy):
                 corr_w[i] = W  # [m, Da]
         for i in range(p if self.history else 0):
             n = start + i
-            mem = self._memory.setdefault(n, deque(maxlen=self.history))
+            mem = memory.pairs.setdefault(n, deque(maxlen=self.history))
             mem.append((x[i].clone(), fx[i].clone()))
         # Sweep the recurrence: new_{i+1} = fx_i + A_i (new_i − x_i), row 0 exact.
         out = sweep.fx.clone()
