@@ -315,7 +315,7 @@ def test_odeint_validates_like_solve():
         (lambda: Parareal(coarse=3), InputTypeError, r"coarse is a int; pass coarse\(states, indices\)"),
         (lambda: Anderson(history=0), InputValueError, r"history=0 must be an int >= 1"),
         (lambda: Anderson(regularization=-1.0), InputValueError, r"regularization=-1\.0 must be >= 0"),
-        (lambda: Diagonal(probes=0), InputValueError, r"probes=0 >= 1"),
+        (lambda: Diagonal(probes=0), InputValueError, r"probes=0 must be an int >= 1"),
     ],
     ids=["dense-too-large", "dense-max-size", "parareal-name-custom", "parareal-instance-custom",
          "coarse-init-custom", "coarse-instance-custom", "dense-max-size-str", "dense-max-size-0",
