@@ -226,6 +226,11 @@ class MultiDeviceExecutor(Executor):
             raise InputValueError("devices is empty; pass at least one device, e.g. ['cuda:0'], or devices=None.")
         self.devices = [as_device(d) for d in devices]
         for d in self.devices:
+            if d.type == "meta":
+                raise InputValueError(
+                    f"device {d} in devices={[str(e) for e in self.devices]} holds no values (the meta device "
+                    "only tracks shapes); pass real devices such as 'cpu' or 'cuda:0', or devices=None."
+                )
             if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
                 count = torch.cuda.device_count() if torch.cuda.is_available() else 0
                 choices = f"cuda:0..cuda:{count - 1}, cpu" if count else "cpu"

@@ -11,7 +11,7 @@ import torch
 from ._errors import InputTypeError, InputValueError
 from ._state import StateSpec
 
-__all__ = ["check_grid", "check_positive_int", "check_tolerances"]
+__all__ = ["check_grid", "check_positive_int", "check_tolerance", "check_tolerances", "as_integer", "as_real"]
 
 
 def check_grid(t, spec: StateSpec, *, increasing_only: bool = False) -> torch.Tensor:
@@ -59,10 +59,62 @@ def check_grid(t, spec: StateSpec, *, increasing_only: bool = False) -> torch.Te
     return t
 
 
+def as_integer(value):
+    """``value`` as a Python ``int`` when it is an integer scalar, else ``value`` unchanged.
+
+    Integer scalars are ints, numpy integers and 0-dim integer tensors (not
+    on the meta device); bools, floats and everything else come back as they
+    are, for the caller's own check to name.
+    """
+    if isinstance(value, (bool, int)) or type(value).__name__ == "bool_":
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 and value.device.type != "meta" and not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+        ):
+            return int(value)
+        return value
+    if isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    return value
+
+
+def as_real(value):
+    """``value`` as a Python ``float`` when it is a real scalar (numbers.Real, numpy, a 0-dim real tensor), else unchanged."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 and value.device.type != "meta" and not value.is_complex() and value.dtype != torch.bool:
+            return float(value)
+        return value
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", "") in "iuf":
+        return float(value)  # a 0-d numpy array
+    return value
+
+
+def check_tolerance(tol, name: str = "tol") -> float:
+    """``tol`` as a float: a finite number ``>= 0`` (also numpy or a 0-dim tensor), or a typed error naming it."""
+    value = as_real(tol)
+    if not isinstance(value, float) or not math.isfinite(value) or value < 0:
+        shown = repr(tol)
+        if isinstance(tol, torch.Tensor):
+            shown = repr(value) if isinstance(value, float) else (
+                f"<a tensor of shape {tuple(tol.shape)}, dtype {tol.dtype}, on {tol.device}>"
+            )
+        raise InputValueError(f"{name}={shown} must be a finite number >= 0 (e.g. 1e-6).")
+    return value
+
+
 def check_positive_int(value, name: str) -> int:
-    """``value`` as an int ≥ 1, or a typed error naming it."""
+    """``value`` as an int ≥ 1 (also a numpy integer or a 0-dim integer tensor), or a typed error naming it."""
     if isinstance(value, bool):
         raise InputTypeError(f"{name}={value!r} is not an integer; pass an int >= 1.")
+    if isinstance(value, torch.Tensor) and value.dim() != 0:
+        raise InputTypeError(
+            f"{name} is a tensor of shape {tuple(value.shape)}, not an integer; pass an int >= 1."
+        )
     try:
         value = operator.index(value)  # int, numpy and 0-d integer torch scalars
     except TypeError:

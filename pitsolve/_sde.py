@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from ._brownian import GridBrownian
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
-from ._grid import check_grid, check_positive_int, check_tolerances
+from ._grid import as_integer, check_grid, check_positive_int, check_tolerances
 from ._state import StateSpec
 from ._system import BandedSystem
 
@@ -82,6 +83,7 @@ class SDESystem(BandedSystem):
                 f"method={method!r} is not supported; choose one of {list(SDE_METHODS)} "
                 "(fixed-step methods that need no Lévy area and carry no state across steps)."
             )
+        seed = as_integer(seed)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputValueError(f"seed={seed!r} must be a non-negative int.")
         self.sde, self.method, self.seed = sde, method, seed
@@ -89,6 +91,8 @@ class SDESystem(BandedSystem):
         self.atol, self.rtol = check_tolerances(atol, rtol)
         self._y0 = y0
         self._noise_channels = self._infer_noise_channels()
+        #: Methods of ``sde`` that vmap cannot batch (e.g. ``float(t)``): called once per interval instead.
+        self._unbatched = set()
         dtype, device = self._spec.dtype, self._spec.device
         self._s = torch.linspace(0.0, 1.0, self.substeps + 1, dtype=dtype, device=device)
         # Milstein differentiates g with autograd inside the step, which forward-mode
@@ -129,7 +133,7 @@ class SDESystem(BandedSystem):
         # Increments in s-time, dW_s = dW_t / sqrt(h), as a path on the grid s: [K+1, B*batch, m].
         dW = (dW / h.sqrt().view(1, B, 1, 1)).reshape(K, B * batch, -1)
         W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
-        rescaled = _RescaledSDE(self.sde, ta, h, B, batch)
+        rescaled = _RescaledSDE(self, ta, h, B, batch)
         ys = torchsde.sdeint(
             rescaled, states.reshape(B * batch, d), s[[0, -1]], bm=GridBrownian(s, W),
             method=self.method, dt=1.0 / K,
@@ -211,6 +215,27 @@ class SDESystem(BandedSystem):
             raise InputValueError(f"torchsde rejected the SDE: {err}") from err
         self._spec.check_batch(out, 1, "the SDE step")
 
+    def _check_output(self, name: str, out, B: int) -> None:
+        """Raise unless ``out``, ``sde.<name>`` on ``B`` intervals at once, has the shape, dtype and device it must."""
+        batch, d = self._spec.shapes[0]
+        expected = (batch, d) if name == "f" or self.sde.noise_type == "diagonal" else (batch, d, self._noise_channels)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, *expected):
+            got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputValueError(
+                f"sde.{name} returned shape {got} for y of shape {(batch, d)} and "
+                f"noise_type={self.sde.noise_type!r}; make it return shape {expected}."
+            )
+        if out.dtype != self._spec.dtype:
+            raise InputTypeError(
+                f"sde.{name} returned dtype {out.dtype} but y0 has dtype {self._spec.dtype}; "
+                "return the dtype of y (e.g. create constants with .to(y))."
+            )
+        if out.device != self._spec.device:
+            raise InputTypeError(
+                f"sde.{name} returned a tensor on {out.device} but y0 lies on {self._spec.device}; "
+                "return it on y's device (e.g. create constants with .to(y))."
+            )
+
     def _check_shapes(self) -> None:
         """Call the drift and diffusion once on ``y0`` and name any shape that does not fit it."""
         sde, t0, y0 = self.sde, self.t[0], self._y0
@@ -231,16 +256,47 @@ class SDESystem(BandedSystem):
 class _RescaledSDE(nn.Module):
     """The user's SDE on s ∈ [0, 1] for B intervals at once (per-row time)."""
 
-    def __init__(self, sde, ta: torch.Tensor, h: torch.Tensor, B: int, batch: int):
+    def __init__(self, system: "SDESystem", ta: torch.Tensor, h: torch.Tensor, B: int, batch: int):
         super().__init__()
-        self.base, self.ta, self.h, self.B, self.batch = sde, ta, h, B, batch
-        self.noise_type, self.sde_type = sde.noise_type, sde.sde_type
+        self.system, self.base, self.ta, self.h, self.B, self.batch = system, system.sde, ta, h, B, batch
+        self.noise_type, self.sde_type = self.base.noise_type, self.base.sde_type
 
-    def _per_interval(self, name, s, y):
+    def _call(self, name, s, y):
+        """``sde.<name>`` on every interval: ``[B, batch, ...]`` (a tuple of two for ``f_and_g``).
+
+        Batched with vmap, where each call sees ``t`` as a 0-dim tensor as in
+        torchsde.  A method vmap cannot trace (``float(t)``, ``.item()``,
+        data-dependent control flow) is called once per interval instead,
+        with ``t`` a plain 0-dim tensor, after a one-time warning.
+        """
         fn = getattr(self.base, name)
         tt = self.ta + s * self.h
         yb = y.reshape(self.B, self.batch, -1)
-        out = torch.func.vmap(fn, in_dims=(0, 0))(tt, yb)
+        if name not in self.system._unbatched:
+            try:
+                return torch.func.vmap(fn, in_dims=(0, 0))(tt, yb)
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+                if "vmap" not in str(err).lower() and "batched" not in str(err).lower():
+                    raise
+                reason = str(err).splitlines()[0].split(". ")[0][:160]
+            outs = [fn(tt[i], yb[i]) for i in range(self.B)]  # the user's own errors surface here unchanged
+            self.system._unbatched.add(name)
+            warnings.warn(
+                f"sde.{name} cannot be batched over intervals with torch.func.vmap ({reason}); pitsolve "
+                "calls it once per interval instead, which is slower. To batch it, compute with t as a "
+                "tensor (e.g. 0.3 * t instead of 0.3 * float(t)) and avoid .item() and data-dependent control flow.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            outs = [fn(tt[i], yb[i]) for i in range(self.B)]
+        if name == "f_and_g":
+            return tuple(torch.stack([o[k] for o in outs]) for k in range(2))
+        return torch.stack(outs)
+
+    def _per_interval(self, name, s, y):
+        out = self._call(name, s, y)
+        self.system._check_output(name, out, self.B)
         return out.reshape(self.B * self.batch, *out.shape[2:])
 
     def _scale(self, value, factor):
@@ -260,9 +316,9 @@ class _RescaledSDE(nn.Module):
     def f_and_g(self, s, y):
         if hasattr(self.base, "f") and hasattr(self.base, "g"):
             return self.f(s, y), self.g(s, y)
-        tt = self.ta + s * self.h
-        yb = y.reshape(self.B, self.batch, -1)
-        f, g = torch.func.vmap(self.base.f_and_g, in_dims=(0, 0))(tt, yb)
+        f, g = self._call("f_and_g", s, y)
+        self.system._check_output("f", f, self.B)
+        self.system._check_output("g", g, self.B)
         f = f.reshape(self.B * self.batch, *f.shape[2:])
         g = g.reshape(self.B * self.batch, *g.shape[2:])
         return self._scale(f, self.h), self._scale(g, self.h.sqrt())

@@ -136,6 +136,20 @@ class StateSpec:
                     f"(a batch of {batch} states of shape {s}); make it return the shape of its input."
                 )
 
+    def check_kind(self, states: State, what: str) -> None:
+        """Raise if a part of ``states`` (a batch of the right shapes) has another dtype or device than the state."""
+        for p in states if isinstance(states, tuple) else (states,):
+            if p.dtype != self.dtype:
+                raise InputTypeError(
+                    f"{what} returned dtype {p.dtype} but the state has dtype {self.dtype}; return the dtype "
+                    "of its input (e.g. create constants with .to(states))."
+                )
+            if p.device != self.device:
+                raise InputTypeError(
+                    f"{what} returned a tensor on {p.device} but the state lies on {self.device}; return it "
+                    "on its input's device (e.g. create constants with .to(states))."
+                )
+
     def describe(self) -> str:
         if self.is_tuple:
             return "a tuple of tensors of shapes " + ", ".join(str(s) for s in self.shapes)

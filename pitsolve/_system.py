@@ -10,7 +10,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ._errors import InputTypeError, PitsolveError
+from ._errors import InputTypeError, InputValueError, PitsolveError
+from ._grid import as_integer
 from ._state import State, StateSpec
 
 __all__ = ["BandedSystem"]
@@ -91,12 +92,73 @@ class BandedSystem(abc.ABC):
         part, with ``s_n`` from :meth:`error_scale` at the new iterate.
         ``new``/``old`` are flat ``[B, D]``; ``indices`` the points' numbers.
         """
-        diff = (new - old)[:, self.monitored] / self.error_scale(new, indices)
-        return diff.pow(2).mean(dim=1).sqrt()
+        diff = (new - old)[:, self.monitored]
+        scale = self.error_scale(new, indices)
+        _check_scale(self, scale, diff)
+        return (diff / scale).pow(2).mean(dim=1).sqrt()
+
+    def checked_error_ratio(self, new: torch.Tensor, old: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`error_ratio`, checked: a 1-D floating-point tensor ``[B]`` on the states' device.
+
+        Raises :class:`~pitsolve.InputValueError` for another shape (``[B, 1]``,
+        ``[2B]``, a scalar) or a NaN where ``new`` and ``old`` are finite, and
+        :class:`~pitsolve.InputTypeError` for a non-tensor, an integer dtype or
+        another device, naming the method, what it returned and what is expected.
+        """
+        ratio = self.error_ratio(new, old, indices)
+        name, B = f"{type(self).__name__}.error_ratio", new.shape[0]
+        if not isinstance(ratio, torch.Tensor):
+            raise InputTypeError(
+                f"{name} returned a {type(ratio).__name__}; return a 1-D floating-point tensor of shape ({B},), "
+                "one measure per point."
+            )
+        if tuple(ratio.shape) != (B,):
+            raise InputValueError(
+                f"{name} returned shape {tuple(ratio.shape)}, expected ({B},) (one measure per point of a batch "
+                f"of {B}); return a 1-D tensor of length B, e.g. diff.pow(2).mean(dim=1).sqrt()."
+            )
+        if not ratio.is_floating_point():
+            raise InputTypeError(f"{name} returned dtype {ratio.dtype}; return a floating-point tensor, e.g. of the states' dtype.")
+        if ratio.device != new.device:
+            raise InputTypeError(
+                f"{name} returned a tensor on {ratio.device} but the states lie on {new.device}; return it on the states' device."
+            )
+        if bool(torch.isnan(ratio).any()) and bool(torch.isfinite(new).all()) and bool(torch.isfinite(old).all()):
+            bad = torch.nonzero(torch.isnan(ratio)).flatten().tolist()
+            raise InputValueError(
+                f"{name} returned NaN for finite states (rows {bad[:8]}{'...' if len(bad) > 8 else ''} of {B}); "
+                "make it finite there, e.g. guard divisions by zero with clamp_min."
+            )
+        return ratio
+
+    def checked_costs(self) -> Tuple[int, int]:
+        """``(steps_per_interval, coarse_steps)`` as ints ``>= 1``, or a typed error naming the attribute.
+
+        Numpy integers and 0-dim integer tensors are accepted; a bool, a float or
+        a value below 1 raises :class:`~pitsolve.InputTypeError` /
+        :class:`~pitsolve.InputValueError`.
+        """
+        out = []
+        for attr, what in (("steps_per_interval", "one Φ_n"), ("coarse_steps", "one coarse G_n")):
+            raw = getattr(self, attr)
+            value = as_integer(raw)
+            name = f"{type(self).__name__}.{attr}"
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputTypeError(
+                    f"{name}={raw!r} is not an integer ({type(raw).__name__}); set it to the fine steps "
+                    f"{what} costs, an int >= 1."
+                )
+            if value < 1:
+                raise InputValueError(
+                    f"{name}={value} must be >= 1 (the fine steps {what} costs, for depth and NFE); "
+                    "set it to a positive int."
+                )
+            out.append(value)
+        return out[0], out[1]
 
     def interval_cost(self, indices: torch.Tensor) -> int:
         """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
-        return int(indices.numel()) * self.steps_per_interval
+        return int(indices.numel()) * self.checked_costs()[0]
 
     # -- execution (DESIGN.md §3): replicas on other devices, fingerprints across ranks ---------
     def to(self, device) -> "BandedSystem":
@@ -147,18 +209,24 @@ class BandedSystem(abc.ABC):
         ``sde`` or model) is re-raised unchanged, with a note naming the
         intervals being propagated.
         """
-        spec = self.spec
+        spec, what = self.spec, f"{type(self).__name__}.propagate"
+        version = _version(x)
         with _noting(self, "propagate", indices):
             out = self.propagate(spec.unflatten_batch(x), indices)
-        spec.check_batch(out, x.shape[0], f"{type(self).__name__}.propagate")
+        _check_unmodified(x, version, what)
+        spec.check_batch(out, x.shape[0], what)
+        spec.check_kind(out, what)
         return spec.flatten_batch(out)
 
     def coarse_flat(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """:meth:`coarse_propagate` on flat states ``[B, D]`` (exceptions noted as in :meth:`propagate_flat`)."""
-        spec = self.spec
+        spec, what = self.spec, f"{type(self).__name__}.coarse_propagate"
+        version = _version(x)
         with _noting(self, "coarse_propagate", indices):
             out = self.coarse_propagate(spec.unflatten_batch(x), indices)
-        spec.check_batch(out, x.shape[0], f"{type(self).__name__}.coarse_propagate")
+        _check_unmodified(x, version, what)
+        spec.check_batch(out, x.shape[0], what)
+        spec.check_kind(out, what)
         return spec.flatten_batch(out)
 
     def jvp_flat(
@@ -218,6 +286,39 @@ def _intervals(indices: torch.Tensor) -> str:
     if n == list(range(n[0], n[0] + len(n))):
         return f"intervals {n[0]}..{n[-1]}"
     return f"intervals {n[:8]}{'...' if len(n) > 8 else ''}"
+
+
+def _version(x: torch.Tensor) -> Optional[int]:
+    """The version counter of ``x`` (bumped by every in-place change of it or of a view of it); ``None`` if untracked."""
+    try:
+        return x._version
+    except RuntimeError:  # inference tensors track no versions
+        return None
+
+
+def _check_unmodified(x: torch.Tensor, version: Optional[int], what: str) -> None:
+    """Raise if ``x`` was modified in place since its version was ``version``."""
+    if version is not None and _version(x) != version:
+        raise InputValueError(
+            f"{what} modified its input states in place (e.g. with mul_ or +=), which corrupts the solver's "
+            "iterate; return a new tensor instead of modifying the state in place (e.g. states * 2, not states.mul_(2))."
+        )
+
+
+def _check_scale(system: BandedSystem, scale, diff: torch.Tensor) -> None:
+    """Raise unless ``error_scale``'s result divides the monitored differences ``diff [B, D_m]`` elementwise."""
+    if not isinstance(scale, torch.Tensor):
+        return  # a Python number divides anything
+    name, want = f"{type(system).__name__}.error_scale", tuple(diff.shape)
+    try:
+        fits = torch.broadcast_shapes(scale.shape, diff.shape) == diff.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise InputValueError(
+            f"{name} returned shape {tuple(scale.shape)}, which does not broadcast to the monitored states' "
+            f"shape {want}; return shape ({want[0]}, 1) (one scale per point) or {want} (one per entry)."
+        )
 
 
 def _call_flat(system: BandedSystem, indices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,59 @@ class FailAfter:
         return -y
 
 
+class ShapeAfter:
+    """A batched ``func(t, y) = -y`` that returns only the first column from its ``calls``-th call on."""
+
+    def __init__(self, calls: int):
+        self.calls, self.seen = calls, 0
+
+    def __call__(self, t, y):
+        self.seen += 1
+        return -y if self.seen < self.calls else -y[:, :1]
+
+
+class BadRatio(Halving):
+    """A custom system whose stopping measure has the shape ``[B, 1, 1]`` instead of ``[B]``."""
+
+    def error_ratio(self, new, old, indices):
+        return super().error_ratio(new, old, indices).view(-1, 1, 1)
+
+
+class BadScale(Halving):
+    """A custom system whose error scale has twice the rows of the batch."""
+
+    def error_scale(self, states, indices):
+        return torch.ones((2 * states.shape[0], 1), dtype=states.dtype)
+
+
+class NoSteps(Halving):
+    steps_per_interval = 0
+
+
+class CudaGenerator(torch.Generator):
+    """A CPU generator that reports cuda:0, as a CUDA generator would (none can be made on a CPU-only machine)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+def ratio_of(system):
+    x = torch.ones(N, system.D, dtype=F64)
+    return system.checked_error_ratio(x, 0.5 * x, torch.arange(1, N + 1))
+
+
+def deep_unet():
+    """A UNet2DModel with 3 down blocks: H and W must be multiples of 4."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 8, 16),
+        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=4,
+    ).eval()
+
+
 def gmm():
     abar = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
     return GaussianMixtureDenoiser.random(SHAPE[1:], components=2, alphas_cumprod=abar)
@@ -255,6 +308,31 @@ case("func-raises-sequential", "core", ZeroDivisionError,
 case("propagate-wrong-shape", "core", InputValueError,
      r"Halving\.propagate returned shape \(8, 1\), expected \(8, 2\).*return the shape of its input")(
     lambda tmp: pitsolve.solve(Halving(out=lambda s: s[:, :1])))
+case("propagate-wrong-dtype", "core", InputTypeError,
+     r"Halving\.propagate returned dtype torch\.float32 but the state has dtype torch\.float64; "
+     r"return the dtype of its input")(
+    lambda tmp: pitsolve.solve(Halving(out=lambda s: (0.5 * s).float())))
+case("propagate-in-place", "core", InputValueError,
+     r"Halving\.propagate modified its input states in place.*return a new tensor instead of modifying the state "
+     r"in place")(
+    lambda tmp: pitsolve.solve(Halving(out=lambda s: s.mul_(0.5))))
+case("func-in-place", "core", InputValueError,
+     r"func modified its input y in place.*return a new tensor instead of modifying the state in place")(
+    lambda tmp: pitsolve.solve(ODESystem(lambda t, y: y.mul_(2), ones(), grid(), batched_func=True)))
+case("func-wrong-shape-later", "core", InputValueError,
+     r"func returned shape \(\d+, 1\), expected \(\d+, 2\).*make it return the shape of its input")(
+    lambda tmp: pitsolve.solve(ODESystem(ShapeAfter(3), ones(2), grid(), batched_func=True)))
+case("error-ratio-wrong-shape", "core", InputValueError,
+     r"BadRatio\.error_ratio returned shape \(8, 1, 1\), expected \(8,\) \(one measure per point of a batch of 8\); "
+     r"return a 1-D tensor of length B")(
+    lambda tmp: ratio_of(BadRatio()))
+case("error-scale-wrong-shape", "core", InputValueError,
+     r"BadScale\.error_scale returned shape \((\d+), 1\), which does not broadcast to the monitored states' shape "
+     r"\(\d+, 2\); return shape \(\d+, 1\) \(one scale per point\)")(
+    lambda tmp: pitsolve.solve(BadScale()))
+case("system-steps-nonpositive", "core", InputValueError,
+     r"NoSteps\.steps_per_interval=0 must be >= 1 \(the fine steps one Φ_n costs.*set it to a positive int")(
+    lambda tmp: pitsolve.solve(NoSteps()))
 case("not-a-system", "core", InputTypeError, r"system is a str; pass a pitsolve\.BandedSystem such as ODESystem")(
     lambda tmp: pitsolve.solve("abc"))
 case("ode-method-unknown", "core", InputValueError,
@@ -273,6 +351,10 @@ case("sdeint-dt-not-dividing", "core", InputValueError,
 case("jacobian-unknown", "core", InputValueError,
      r"unknown jacobian 'newtown'; choose one of \[.*'newton'.*\] or pass a pitsolve\.jacobians\.JacobianStrategy")(
     lambda tmp: pitsolve.solve(good_system(), "newtown"))
+case("jacobian-abstract-class", "core", InputTypeError,
+     r"jacobian is the abstract class JacobianStrategy \(it does not implement update\); pass a name from \[.*\], "
+     r"a concrete strategy such as pitsolve\.jacobians\.Identity\(\)")(
+    lambda tmp: pitsolve.solve(good_system(), jacobian=pitsolve.jacobians.JacobianStrategy))
 case("init-unknown", "core", InputValueError,
      r"unknown init 'zeros'; choose one of \['coarse', 'constant'\], pass a trajectory tensor")(
     lambda tmp: pitsolve.solve(good_system(), init="zeros"))
@@ -300,6 +382,15 @@ case("secant-history-negative", "core", InputValueError, r"history=-1 must be an
     lambda tmp: pitsolve.jacobians.Secant(history=-1))
 case("secant-base-unknown", "core", InputValueError, r"base='ones' is not one of \('identity', 'zero'\)")(
     lambda tmp: pitsolve.jacobians.Secant(base="ones"))
+case("anderson-regularization", "core", InputTypeError,
+     r"regularization='x' is not a number \(str\); pass a finite float >= 0, e\.g\. 1e-8")(
+    lambda tmp: pitsolve.jacobians.Anderson(regularization="x"))
+case("diagonal-seed-range", "core", InputValueError,
+     r"seed=1180591620717411303424 is outside \[0, 2\*\*63 - 1\]; pass a seed in that range, e\.g\. seed=0")(
+    lambda tmp: pitsolve.jacobians.Diagonal(seed=2**70))
+case("parareal-cost-negative", "core", InputValueError,
+     r"cost=-5 must be an int >= 0 \(the fine steps one coarse call costs\), or None")(
+    lambda tmp: pitsolve.jacobians.Parareal(cost=-5))
 case("max-iters-zero", "core", InputValueError, r"max_iters=0 must be >= 1")(
     lambda tmp: pitsolve.solve(good_system(), max_iters=0))
 case("max-iters-too-small", "core", ConvergenceError,
@@ -319,6 +410,10 @@ case("init-meta", "core", InputTypeError,
 case("devices-unavailable", "core", InputValueError,
      r"device cuda:99 is not available \(this process sees \d+ CUDA device\(s\)\); pass devices from .*devices=None")(
     lambda tmp: pitsolve.solve(good_system(), devices=["cuda:99"]))
+case("devices-meta", "core", InputValueError,
+     r"device meta in devices=\['cpu', 'meta'\] holds no values.*pass real devices such as 'cpu' or 'cuda:0', "
+     r"or devices=None")(
+    lambda tmp: pitsolve.solve(good_system(), devices=["cpu", "meta"]))
 case("callback-not-callable", "core", InputTypeError, r"callback=3 is not callable; pass a function of one Iteration")(
     lambda tmp: pitsolve.solve(good_system(), callback=3))
 
@@ -344,6 +439,19 @@ case("latents-shape-vs-unet", "adapter", InputValueError,
      r"latents has shape \(1, 4, 8, 8\) but the UNet takes \[batch, 1, H, W\] \(in_channels=1\); "
      r"pass latents or shape")(
     lambda tmp: sample(tiny_unet(dtype=torch.float32), latents=torch.randn(1, 4, 8, 8)))
+case("unet-size-not-multiple", "adapter", InputValueError,
+     r"shape has shape \(1, 1, 10, 10\) but the UNet's 3 down blocks take H and W that are multiples of 4 "
+     r"\(2\*\*2\); pass e\.g\. \(1, 1, 8, 8\) or \(1, 1, 12, 12\)")(
+    lambda tmp: sample(deep_unet(), shape=(1, 1, 10, 10)))
+case("class-labels-unconditional", "adapter", InputValueError,
+     r"class_labels were given but the UNet has no class embedding \(num_class_embeds=None, class_embed_type=None\)"
+     r".*drop class_labels or use a class-conditional UNet")(
+    lambda tmp: sample(tiny_unet(dtype=torch.float32), shape=(1, 1, 8, 8), class_labels=torch.tensor([3])))
+case("encoder-states-unconditional", "adapter", InputValueError,
+     r"encoder_hidden_states were given but the UNet \(UNet2DModel\) has no cross-attention.*"
+     r"drop encoder_hidden_states \(and guidance_scale\), or use a UNet2DConditionModel")(
+    lambda tmp: sample(tiny_unet(dtype=torch.float32), shape=(1, 1, 8, 8),
+                       encoder_hidden_states=torch.randn(1, 3, 16)))
 case("latents-int-dtype", "adapter", InputTypeError,
      r"latents have dtype torch\.int64; pass floating-point latents")(
     lambda tmp: sample(latents=torch.zeros(SHAPE, dtype=torch.int64)))
@@ -358,6 +466,10 @@ case("unet-meta", "adapter", InputTypeError,
 case("generator-type", "adapter", InputTypeError,
      r"generator is a int; pass a torch\.Generator .*generator=torch\.Generator\(\)\.manual_seed\(0\)")(
     lambda tmp: sample(scheduler=DDPMScheduler(), generator=0))
+case("generator-not-cpu", "adapter", InputTypeError,
+     r"generator lies on cuda:0; pitsolve draws all noise on the CPU.*pass a CPU generator, "
+     r"e\.g\. generator=torch\.Generator\(\)\.manual_seed\(0\)")(
+    lambda tmp: sample(scheduler=DDPMScheduler(), generator=CudaGenerator()))
 case("steps-zero", "adapter", InputValueError, r"num_inference_steps must be an int >= 1, got 0")(
     lambda tmp: sample(num_inference_steps=0))
 case("steps-above-training", "adapter", InputValueError,
@@ -443,6 +555,10 @@ case("cli-tol-nan", "CLI", CliExit, r"--tol=nan must be a finite number >= 0, e\
     lambda tmp: cli("sample", "--tol", "nan"))
 case("cli-scale-floor-negative", "CLI", CliExit, r"--scale-floor=-1\.0 must be a finite number > 0, e\.g\. 1")(
     lambda tmp: cli("sample", "--scale-floor", "-1"))
+case("cli-seed-too-large", "CLI", CliExit,
+     r"pitsolve sample: error: --seed=18446744073709551616 is outside 0\.\.18446744073709551615 \(2\*\*64 - 1\), "
+     r"the seeds a torch\.Generator takes; pass a seed in that range, e\.g\. --seed 0")(
+    lambda tmp: cli("sample", "--seed", str(2**64)))
 case("cli-device-unavailable", "CLI", CliExit, r"--device cuda:99: .*; use cpu or an available cuda:K")(
     lambda tmp: cli("sample", "--device", "cuda:99"))
 case("cli-device-meta", "CLI", CliExit, r"--device meta: the meta device holds no values; use cpu or cuda:K")(

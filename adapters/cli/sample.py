@@ -23,6 +23,9 @@ from .table import format_table
 
 __all__ = ["add_parser", "add_arguments", "run"]
 
+#: The largest seed torch.Generator.manual_seed takes.
+MAX_SEED = 2**64 - 1
+
 DESCRIPTION = """\
 Sample a diffusion model twice with the same noise: with the sequential
 sampler and with pitsolve's parallel-in-time solver (ParaSolver-style sweeps),
@@ -100,8 +103,11 @@ def _check(args) -> None:
     checks.tolerance(args.tol)
     if args.scale_floor is not None and not (math.isfinite(args.scale_floor) and args.scale_floor > 0):
         raise InputValueError(f"--scale-floor={args.scale_floor} must be a finite number > 0, e.g. 1.")
-    if args.seed < 0:
-        raise InputValueError(f"--seed={args.seed} must be >= 0.")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputValueError(
+            f"--seed={args.seed} is outside 0..{MAX_SEED} (2**64 - 1), the seeds a torch.Generator takes; "
+            "pass a seed in that range, e.g. --seed 0."
+        )
     if args.eta != 0 and args.scheduler != "ddim":
         raise InputValueError(f"--eta={args.eta} applies to --scheduler ddim only.")
     checks.device(args.device)

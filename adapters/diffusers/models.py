@@ -8,6 +8,7 @@ import torch
 
 from pitsolve import InputTypeError, InputValueError
 from pitsolve._devices import digest, replica
+from pitsolve._grid import as_integer
 
 __all__ = ["UNetModel"]
 
@@ -72,6 +73,7 @@ class UNetModel:
                     f"negative_encoder_hidden_states {tuple(negative_encoder_hidden_states.shape)} and "
                     f"encoder_hidden_states {tuple(encoder_hidden_states.shape)} differ in shape; pass equal shapes."
                 )
+        max_batch = as_integer(max_batch)
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
             raise InputValueError(f"max_batch={max_batch!r} must be an int >= 1 or None.")
         self.class_labels = class_labels

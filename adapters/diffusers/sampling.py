@@ -100,6 +100,7 @@ def build_system(
                 f"latents lie on {latents.device} but the unet on {target}; move them there, "
                 f"e.g. latents.to('{target}')."
             )
+    _check_conditioning(unet, class_labels, encoder_hidden_states)
     shape = _resolve_shape(unet, latents, shape, encoder_hidden_states, class_labels)
     _check_shape_fits_model(unet, shape, "latents" if latents is not None else "shape")
     if latents is not None:
@@ -263,6 +264,12 @@ def _check_generator(generator) -> None:
                 f"generator is a {type(g).__name__}; pass a torch.Generator (one in all or one per image), "
                 "e.g. generator=torch.Generator().manual_seed(0), or None."
             )
+        if g is not None and g.device.type != "cpu":
+            what = "the meta device, which draws no numbers" if g.device.type == "meta" else str(g.device)
+            raise InputTypeError(
+                f"generator lies on {what}; pitsolve draws all noise on the CPU (so samples do not depend "
+                "on the device): pass a CPU generator, e.g. generator=torch.Generator().manual_seed(0)."
+            )
 
 
 def _offloaded(unet) -> bool:
@@ -318,6 +325,42 @@ def _check_shape_fits_model(unet, shape: Sequence[int], what: str) -> None:
         raise InputValueError(
             f"{what} has shape {shape} but the UNet takes [batch, {channels}, H, W] (in_channels={channels}); "
             f"pass latents or shape of that form."
+        )
+    blocks = getattr(config, "down_block_types", None)
+    # A UNet2DModel's down blocks but the last halve H and W, and its up blocks double them back, so the
+    # skip connections only line up for multiples of 2**(blocks - 1); UNet2DConditionModel (which has a
+    # cross_attention_dim) forwards the odd sizes to its upsamplers and takes any size.
+    if isinstance(channels, int) and isinstance(blocks, (list, tuple)) and len(blocks) > 1 and (
+        getattr(config, "cross_attention_dim", None) is None
+    ):
+        factor = 2 ** (len(blocks) - 1)
+        if any(s % factor for s in shape[2:]):
+            fit = lambda s, up: max(factor, (s // factor + up) * factor)  # noqa: E731
+            lower = (*shape[:2], *(fit(s, 0) for s in shape[2:]))
+            upper = (*shape[:2], *(fit(s, 1 if s % factor else 0) for s in shape[2:]))
+            raise InputValueError(
+                f"{what} has shape {shape} but the UNet's {len(blocks)} down blocks take H and W that are "
+                f"multiples of {factor} (2**{len(blocks) - 1}); pass e.g. {lower} or {upper}."
+            )
+
+
+def _check_conditioning(unet, class_labels, encoder_hidden_states) -> None:
+    """Reject conditioning a Diffusers UNet has no input for (it would raise at its first call, or ignore it)."""
+    config = getattr(unet, "config", None)
+    if config is None or getattr(config, "down_block_types", None) is None:
+        return  # not a Diffusers UNet: its call signature is the model's own business
+    if class_labels is not None and getattr(config, "num_class_embeds", None) is None and (
+        getattr(config, "class_embed_type", None) is None
+    ):
+        raise InputValueError(
+            "class_labels were given but the UNet has no class embedding (num_class_embeds=None, "
+            "class_embed_type=None), so it cannot use them; drop class_labels or use a class-conditional UNet."
+        )
+    if encoder_hidden_states is not None and getattr(config, "cross_attention_dim", None) is None:
+        raise InputValueError(
+            f"encoder_hidden_states were given but the UNet ({type(unet).__name__}) has no cross-attention "
+            "(no cross_attention_dim in its config); drop encoder_hidden_states (and guidance_scale), "
+            "or use a UNet2DConditionModel."
         )
 
 

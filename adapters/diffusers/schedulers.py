@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from pitsolve import InputTypeError, InputValueError
+from pitsolve._grid import as_integer
 
 from ..diffusion.predictions import SampleClipping
 from ..diffusion.rules import DDIMRule, DDPMRule, DPMSolverMultistepRule, StepRule
@@ -59,6 +60,7 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0
     DPM-Solver keeps float64 in float64).
     """
     name = _scheduler_class(scheduler)
+    num_inference_steps = as_integer(num_inference_steps)
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise InputValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}.")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from pitsolve import InputTypeError, InputValueError
+from pitsolve._grid import as_integer
 from pitsolve.initializers import Initializer
 
 from .system import DiffusionSystem
@@ -30,7 +31,7 @@ class PosteriorInit(Initializer):
     name = "posterior"
 
     def __init__(self, preconditioning_steps: int = 1):
-        m = preconditioning_steps
+        m = as_integer(preconditioning_steps)
         if isinstance(m, bool) or not isinstance(m, int) or m < 0:
             raise InputValueError(f"preconditioning_steps={m!r} must be an int >= 0.")
         self.preconditioning_steps = m

@@ -9,7 +9,7 @@ import torch
 
 from pitsolve import BandedSystem, InputTypeError, InputValueError
 from pitsolve._devices import digest, replica
-from pitsolve._grid import check_positive_int
+from pitsolve._grid import as_integer, check_positive_int
 
 __all__ = ["DiffusionSystem", "interval_boundaries"]
 
@@ -21,6 +21,7 @@ def interval_boundaries(num_steps: int, intervals: int) -> torch.Tensor:
 
     Any ``1 ≤ N ≤ T``; when N does not divide T the lengths differ by at most one.
     """
+    intervals = as_integer(intervals)
     if isinstance(intervals, bool) or not isinstance(intervals, int):
         raise InputTypeError(f"intervals={intervals!r} is not an int; pass 1 <= intervals <= {num_steps}.")
     if not 1 <= intervals <= num_steps:

@@ -22,6 +22,7 @@ strategy (registry name)    published method             recurrence solved by
 
 from __future__ import annotations
 
+import inspect
 from typing import Dict, Type, Union
 
 from .._errors import InputTypeError, InputValueError
@@ -60,6 +61,13 @@ def get(jacobian: Union[str, JacobianStrategy, Type[JacobianStrategy]]) -> Jacob
     if isinstance(jacobian, JacobianStrategy):
         return jacobian
     if isinstance(jacobian, type) and issubclass(jacobian, JacobianStrategy):
+        if inspect.isabstract(jacobian):
+            missing = ", ".join(sorted(getattr(jacobian, "__abstractmethods__", ())))
+            raise InputTypeError(
+                f"jacobian is the abstract class {jacobian.__name__} (it does not implement {missing}); "
+                f"pass a name from {sorted(REGISTRY)}, a concrete strategy such as "
+                "pitsolve.jacobians.Identity(), or a subclass that implements update."
+            )
         return jacobian()
     if isinstance(jacobian, str):
         try:

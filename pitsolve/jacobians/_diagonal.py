@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from .._errors import InputValueError
+from .._errors import InputTypeError, InputValueError
+from .._grid import as_integer, as_real
 from .._scan import linear_scan
 from .._system import BandedSystem
 from ._base import JacobianStrategy, Sweep
 from ._jac import jacobian_columns, probe_diagonal
 
 __all__ = ["Diagonal"]
+
+#: The largest seed of the probes (torch generators take 64-bit seeds; kept to the signed range).
+MAX_SEED = 2**63 - 1
 
 
 class Diagonal(JacobianStrategy):
@@ -34,8 +38,28 @@ class Diagonal(JacobianStrategy):
     name = "diagonal"
 
     def __init__(self, exact_below: int = 64, probes: int = 4, seed: int = 0, clip: float | None = 2.0):
-        if exact_below < 0 or probes < 1:
-            raise InputValueError(f"exact_below={exact_below} must be >= 0 and probes={probes} >= 1.")
+        exact_below, probes, seed = as_integer(exact_below), as_integer(probes), as_integer(seed)
+        for name, value, low in (("exact_below", exact_below, 0), ("probes", probes, 1)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputTypeError(f"{name}={value!r} is not an integer ({type(value).__name__}); pass an int >= {low}.")
+            if value < low:
+                raise InputValueError(f"{name}={value} must be an int >= {low}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputTypeError(
+                f"seed={seed!r} is not an integer ({type(seed).__name__}); pass an int in [0, 2**63 - 1], e.g. seed=0."
+            )
+        if not 0 <= seed <= MAX_SEED:
+            raise InputValueError(f"seed={seed} is outside [0, 2**63 - 1]; pass a seed in that range, e.g. seed=0.")
+        if clip is not None:
+            value = as_real(clip)
+            if not isinstance(value, float):
+                raise InputTypeError(
+                    f"clip={clip!r} is not a number ({type(clip).__name__}); pass a number > 0, e.g. 2.0, "
+                    "or None (no clipping)."
+                )
+            if not value > 0:
+                raise InputValueError(f"clip={clip!r} must be a number > 0, e.g. 2.0, or None (no clipping).")
+            clip = value
         self.exact_below, self.probes, self.seed, self.clip = exact_below, probes, seed, clip
 
     def init(self, system: BandedSystem) -> torch.Generator:

@@ -6,7 +6,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .._errors import InputTypeError
+from .._errors import InputTypeError, InputValueError
+from .._grid import as_integer
 from .._system import BandedSystem
 from ._base import JacobianStrategy, Sweep
 
@@ -36,6 +37,18 @@ class Parareal(JacobianStrategy):
     def __init__(self, coarse: Optional[Callable] = None, cost: Optional[int] = None):
         if coarse is not None and not callable(coarse):
             raise InputTypeError(f"coarse is a {type(coarse).__name__}; pass coarse(states, indices) or None.")
+        if cost is not None:
+            cost = as_integer(cost)
+            if isinstance(cost, bool) or not isinstance(cost, int):
+                raise InputTypeError(
+                    f"cost={cost!r} is not an integer ({type(cost).__name__}); pass the fine steps one coarse "
+                    "call costs as an int >= 0, or None (the system's coarse_steps)."
+                )
+            if cost < 0:
+                raise InputValueError(
+                    f"cost={cost} must be an int >= 0 (the fine steps one coarse call costs), or None "
+                    "(the system's coarse_steps)."
+                )
         self.coarse, self.cost = coarse, cost
 
     def init(self, system: BandedSystem) -> None:
