@@ -22,15 +22,20 @@ In the system's own measure (:meth:`~pitsolve.BandedSystem.error_ratio`,
 where ``ρ_n`` is the gain of interval ``n`` (how much ``Φ_n`` amplifies a
 perturbation), estimated for free from the secants of consecutive sweeps,
 ``ρ_n ≈ ‖Φ_n(X^k_n) − Φ_n(X^{k−1}_n)‖ / ‖X^k_n − X^{k−1}_n‖``, and, where a
-point has no secant yet, by the largest gain seen in the newest sweep that
-had one (1 before any).  A sweep accepts the leading run of input points
-``X^k_{a+1} … X^k_{a+j}`` whose estimates stay within the budget, and then
+point has no secant yet (secants over moves above ``LINEAR`` = 0.1 in the
+measure see curvature rather than gain and are left out), by the median gain of the newest sweep that had
+secants, never below 1 (a single secant is noisy, and the direction the
+iterates moved in may contract while the error's direction does not).
+A sweep accepts the leading run of input points ``X^k_{a+1} … X^k_{a+j}``
+whose estimates, grown by the gain still ahead (``ρ^{N−n}``), stay within
+the budget (or whose defect is round-off: they add no error), and then
 ``Φ_{a+j}(X^k_{a+j})`` itself as point ``a+j+1`` (defect zero, estimate
 ``ρ E``): at least one point per sweep, so finite termination holds.  The
-budget of point ``n`` is ``tol·(f + (1−f)·n/N)`` (``f`` = ``spend``): a
+budget of point ``n`` is ``κ·tol·(f + (1−f)·n/N)`` (``f`` = ``spend``): a
 first run may use the fraction ``f`` of the tolerance, the rest is shared
 out along the trajectory, so errors accepted early, propagated and summed,
-still end within ``tol``.
+still end within ``tol``; ``κ = 1/2`` (``SAFETY``) leaves room for the
+model's error and for the points accepted as ``Φ`` of their predecessors.
 
 The largest estimate over the accepted points is
 ``Solution.error_estimate``.  When the front itself exceeds ``tol`` (the
@@ -61,8 +66,15 @@ __all__ = ["RULES", "ErrorBound", "check_rule"]
 #: The acceptance rules ``solve(stopping=...)`` knows.
 RULES = ("error", "eq14")
 
-#: The share of ``tol`` a first run of points may spend (``f`` above).
-SPEND = 0.5
+#: The share of the budget a first run of points may spend (``f`` above).
+SPEND = 0.25
+
+#: The largest move (in the system's measure) whose secant estimates a gain.
+LINEAR = 0.1
+
+#: The budget's part of ``tol`` (``κ``): the estimate is a model, and a point accepted as ``Φ`` of
+#: its predecessor (finite termination) may still grow it by the gain of one interval.
+SAFETY = 0.5
 
 
 def check_rule(stopping) -> str:
@@ -93,10 +105,11 @@ class ErrorBound:
         self._prev: Optional[Tuple[int, torch.Tensor, torch.Tensor]] = None
         eps = torch.finfo(system.spec.dtype).eps
         self._tiny = math.sqrt(eps)  # secants over smaller moves are round-off
+        self._roundoff = 100 * eps  # defects below it are round-off of Φ itself, not of the iteration
 
     def budget(self, n: int) -> float:
-        """The largest estimate point ``n`` may have: ``tol·(f + (1−f)·n/N)``."""
-        return self.tol * (self.spend + (1.0 - self.spend) * n / self.N)
+        """The largest estimate point ``n`` may have: ``κ·tol·(f + (1−f)·n/N)``."""
+        return SAFETY * self.tol * (self.spend + (1.0 - self.spend) * n / self.N)
 
     def gains(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """``ρ`` of the window's intervals ``start … start+p−1`` ``[p]`` (float64, on the CPU)."""
@@ -108,15 +121,17 @@ class ErrorBound:
             if hi > lo:
                 a, b = slice(lo - start, hi - start), slice(lo - s0, hi - s0)
                 idx = indices[a]
-                moved = self.system.error_ratio(x[a], xp[b], idx).detach().to("cpu", torch.float64)
-                out = self.system.error_ratio(fx[a], fxp[b], idx + 1).detach().to("cpu", torch.float64)
-                ok = (moved > self._tiny) & torch.isfinite(out) & torch.isfinite(moved)
+                moved = self.system.checked_error_ratio(x[a], xp[b], idx).detach().to("cpu", torch.float64)
+                out = self.system.checked_error_ratio(fx[a], fxp[b], idx + 1).detach().to("cpu", torch.float64)
+                # Secants over moves beyond LINEAR (in the measure) see the flow's curvature, not its gain.
+                ok = (moved > self._tiny) & (moved <= LINEAR) & torch.isfinite(out) & torch.isfinite(moved)
                 rho[a] = torch.where(ok, out / moved.clamp_min(self._tiny), rho[a])
         seen = rho[torch.isfinite(rho)]
         if seen.numel():
             self.rho_ref = max(1.0, float(seen.median()))
-        rho = torch.where(torch.isfinite(rho), rho, torch.full_like(rho, self.rho_ref))
-        return rho.clamp_min(1.0)
+        # One gain for the window: the median of its secants (single secants are noisy, and a
+        # direction the iterates happened to move in may contract while the error's does not).
+        return torch.full_like(rho, self.rho_ref)
 
     def run(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor,
             finite: torch.Tensor) -> Tuple[int, torch.Tensor]:
@@ -126,8 +141,9 @@ class ErrorBound:
         Returns ``j`` and the defect measure ``β`` of every input point ``[p]``.
         """
         p = fx.shape[0]
-        beta = self.system.error_ratio(x[1:], fx, indices + 1).detach().to("cpu", torch.float64)
+        beta = self.system.checked_error_ratio(x[1:], fx, indices + 1).detach().to("cpu", torch.float64)
         beta = torch.where(finite.cpu(), beta, torch.full_like(beta, float("inf")))
+        beta = torch.where(beta <= self._roundoff, torch.zeros_like(beta), beta)
         rho = self.gains(start, x, fx, indices)
         self._prev = (start, x.detach(), fx.detach())
         e, j = self.front, 0
@@ -135,7 +151,12 @@ class ErrorBound:
         accepted = [self.front]
         while j < p - 1:
             nxt = rhos[j] * e + betas[j]  # E of input point start+j+1
-            if not (nxt <= self.budget(start + j + 1)) or not bool(finite[j + 1]):
+            n = start + j + 1
+            # The error grows with the gain over the intervals still to come: anticipate it.
+            ahead = math.exp(min((self.N - n) * math.log(self.rho_ref), 700.0))
+            # A point with no defect (round-off) adds nothing: accept it even when the error inherited
+            # from earlier points already fills the budget (nothing can shrink that any more).
+            if not (nxt * ahead <= self.budget(n) or betas[j] == 0.0) or not bool(finite[j + 1]):
                 break
             e = nxt
             accepted.append(e)

@@ -116,6 +116,7 @@ class Loop:
                     f.status = Status.CONVERGED
                     break
                 if f.iterations >= self.max_iters:
+                    f.x = self._rows(new, shift, steps)  # the best iterate, anchored at the front
                     break
                 self.slide(new, shift, ratio, valid, steps)
         finally:
@@ -146,7 +147,7 @@ class Loop:
     def _check_deterministic(self, probe, again: torch.Tensor) -> None:
         index, _, first = probe
         idx = index.view(1)
-        gap = float(self.system.error_ratio(again.unsqueeze(0), first.unsqueeze(0), idx + 1)[0])
+        gap = float(self.system.checked_error_ratio(again.unsqueeze(0), first.unsqueeze(0), idx + 1)[0])
         limit = max(1e4 * torch.finfo(self.spec.dtype).eps, 1e-2 * self.tol)
         if not (gap <= limit) and bool(torch.isfinite(first).all()):
             raise InputValueError(
@@ -193,12 +194,12 @@ class Loop:
         if self.ladder.compares_steps and valid == p and p > 1:
             # The sweep's step against the identity update's (free: a cumulative sum of drifts).
             drift_sum = x[0] + torch.cumsum(fx[j:] - x[:-1], dim=0)
-            steps = (float(system.error_ratio(new, x[1:], indices + 1).max()),
-                     max(float(system.error_ratio(drift_sum, x[1:], indices + 1).max()), self.floor))
+            steps = (float(system.checked_error_ratio(new, x[1:], indices + 1).max()),
+                     max(float(system.checked_error_ratio(drift_sum, x[1:], indices + 1).max()), self.floor))
         if self.bound is not None:
             accepted = torch.cat([f.x[1 : j + 1], new[:1]])
             return accepted, j + 1, self._beta, valid + j, (steps, new, torch.cat([f.x[1 : j + 1], new]))
-        ratio = system.error_ratio(x[1:] + change, x[1:], indices + 1)  # Eq. 14 per point
+        ratio = system.checked_error_ratio(x[1:] + change, x[1:], indices + 1)  # Eq. 14 per point
         passed = ratio <= self.tol
         passed[valid:] = False  # re-initialised rows are fresh guesses, never accepted as converged
         # The leading run of passing points, and one more: the point after the run is Φ of a point
@@ -236,13 +237,10 @@ class Loop:
     def slide(self, accepted_new, shift: int, ratio: torch.Tensor, valid: int, extra) -> None:
         """Move the window past the accepted points and fill the points entering it (lines 8–10)."""
         f = self.front
-        steps, new, _ = extra
+        steps = extra[0]
         old_start = f.start - shift
         old_end = old_start + f.p
-        if self.bound is not None:
-            rows = new  # points start+j+1 … old_end, row 0 final (the new anchor)
-        else:
-            rows = torch.cat([accepted_new[-1:], new[shift:]])
+        rows = self._rows(accepted_new, shift, extra)
         f.p = min(f.p, self.N - f.start)
         x = rows[: f.p + 1]
         if self.ladder.watch(f.iterations, f.start, old_start, ratio, valid < ratio.numel(), self.floor, steps):
@@ -258,6 +256,13 @@ class Loop:
                 fresh = self.initializer.initialize(self.system, x[-1], old_end, need, self.cost)
                 x = torch.cat([x, fresh])
         f.x = x
+
+    def _rows(self, accepted_new, shift: int, extra) -> torch.Tensor:
+        """The newest iterate from the new front on: the front (row 0) and the unaccepted points after it."""
+        new = extra[1]
+        if self.bound is not None:
+            return new  # points start+j+1 … of the sub-window's update, row 0 final
+        return torch.cat([accepted_new[-1:], new[shift:]])
 
     # -- the sequential rung ----------------------------------------------------------------------
     def finish_sequentially(self) -> None:
@@ -283,12 +288,12 @@ class Loop:
             n = f.start
             idx = torch.tensor([n], device=spec.device)
             if twin:
-                size = self.system.error_ratio(x + v, x, idx).clamp_min(torch.finfo(spec.dtype).tiny)
+                size = self.system.checked_error_ratio(x + v, x, idx).clamp_min(torch.finfo(spec.dtype).tiny)
                 pert = x + (h / size).view(-1, 1) * v
                 out = self.executor.propagate(torch.cat([x, pert]), idx.repeat(2))
                 self.cost.nfe += 2 * self.system.interval_cost(idx)
                 x, image = out[:1], out[1:]
-                gain = float(self.system.error_ratio(image, x, idx + 1)[0]) / h
+                gain = float(self.system.checked_error_ratio(image, x, idx + 1)[0]) / h
                 v = image - x
                 bound.advance_exact(1, gain if math.isfinite(gain) else math.inf)
             else:

@@ -26,10 +26,10 @@ class Status(enum.Enum):
         "({accepted} of {N} points accepted); check the system for blow-up or lower the step size"
     )
     UNCERTIFIED = (
-        "not certified: all {N} points accepted in {iterations} iterations, but the error estimate "
-        "{estimate:.3g} exceeds tol={tol:g}: the flow amplifies perturbations (gain {gain:.3g} over the "
-        "accepted intervals) faster than the sweeps can shrink them, so no parallel solve can certify this "
-        "tolerance; solve sequentially (pitsolve.sequential), shorten the horizon or loosen tol"
+        "not certified: all {N} points accepted in {iterations} iterations, but the estimated error against "
+        "the sequential solve, {estimate:.3g}, exceeds tol={tol:g}: the flow amplified the accepted defects "
+        "(estimated gain {gain:.3g} over the accepted intervals) beyond what the sweeps could certify; solve "
+        "sequentially (pitsolve.sequential), shorten the horizon or loosen tol"
     )
     SEQUENTIAL = "sequential solve of {N} intervals"
 

@@ -17,7 +17,7 @@ from ._acceptance import check_rule
 from ._devices import digest, plain_repr
 from ._errors import ConvergenceError, InputTypeError, InputValueError, NonFiniteError
 from ._execution import Executor
-from ._grid import check_positive_int
+from ._grid import check_positive_int, check_tolerance
 from ._guard import Guard
 from ._loop import Loop
 from ._solution import Iteration, Solution, Status
@@ -143,8 +143,8 @@ def solve(
     p = N if window is None or auto else check_positive_int(window, "window")
     if p > N:
         raise InputValueError(f"window={p} is larger than the number of intervals N={N}; pass window <= N or None.")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise InputValueError(f"tol={tol!r} must be a finite number >= 0 (e.g. 1e-6).")
+    tol = check_tolerance(tol)
+    system.checked_costs()
     max_iters = N if max_iters is None else check_positive_int(max_iters, "max_iters")
     if callback is not None and not callable(callback):
         raise InputTypeError(f"callback={callback!r} is not callable; pass a function of one Iteration, or None.")

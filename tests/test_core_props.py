@@ -27,7 +27,8 @@ def errors_per_iteration(system, jacobian, k_max, **kw):
     seq = pitsolve.sequential(system).ys
     out = []
     for k in range(1, k_max + 1):
-        sol = pitsolve.solve(system, jacobian, tol=0.0, max_iters=k, throw=False, guard=False, **kw)
+        # The update's convergence, read off the newest iterate (Eq. 14's rule returns it).
+        sol = pitsolve.solve(system, jacobian, tol=0.0, max_iters=k, throw=False, guard=False, stopping="eq14", **kw)
         out.append(max_err(sol.ys, seq))
     return out
 

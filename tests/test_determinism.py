@@ -248,9 +248,12 @@ def test_gmm_intervals_windows_and_devices_within_tolerance(gmm, scheduler):
         runs = [(0.0, None, None), (1e-3, None, None), (1e-3, 3, None), (1e-3, None, ["cpu", "cpu"])]
         for tol, window, devices in runs:
             x, sol = parallel_sample(gmm, scheduler, num_inference_steps=T, intervals=N, shape=shape,
-                                     generator=gen(1), tol=tol, window=window, devices=devices)
-            assert sol.converged and sol.iterations <= N
-            assert relative_rms(x, reference) <= max(tol, 1e-12), (tol, N, window, devices)
+                                     generator=gen(1), tol=tol, window=window, devices=devices, throw=False)
+            assert sol.iterations <= N
+            if sol.converged:  # the error bound certified tol
+                assert relative_rms(x, reference) <= max(tol, 1e-12), (tol, N, window, devices)
+            else:  # or it said it could not, with an estimate above tol
+                assert sol.status is pitsolve.Status.UNCERTIFIED and sol.error_estimate > tol, (tol, N, sol)
             if tol:
                 samples.append(x)
     for x in samples:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import pitsolve
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
@@ -59,7 +61,11 @@ def test_parallel_samples_have_the_sequential_distribution(gmm, report, schedule
     kw = dict(num_inference_steps=50, shape=(n, 2))
     seq, _ = sequential_sample(gmm, scheduler, generator=gen(1), **kw)
     # tol 1e-3 (relative to σ_t): the sample-by-sample gap is then ~1e-4, far below the 1e-3 asked.
-    par, sol = parallel_sample(gmm, scheduler, generator=gen(1), intervals=10, window=6, tol=1e-3, **kw)
+    # The error bound may decline to certify 1e-3 on this mixture (its exact denoiser flips modes
+    # under tiny changes, a large gain); the samples must agree either way.
+    par, sol = parallel_sample(gmm, scheduler, generator=gen(1), intervals=10, window=6, tol=1e-3, throw=False,
+                               **kw)
+    assert sol.status in (pitsolve.Status.CONVERGED, pitsolve.Status.UNCERTIFIED)
     mean_gap = float((par.mean(0) - seq.mean(0)).abs().max())
     cov_gap = float((torch.cov(par.T) - torch.cov(seq.T)).abs().max())
     report(f"GMM {sol.iterations} iterations (N=10, window 6): |mean par - seq| {mean_gap:.1e}, "
@@ -85,5 +91,6 @@ def test_carried_prediction_is_not_extrapolated(gmm):
     scheduler = DDPMScheduler(clip_sample=False)
     system = build_system(gmm, scheduler, num_inference_steps=200, generator=gen(0), shape=(64, 2))
     assert system.passive is not None
-    sol = pitsolve.solve(system, "identity", window=16, tol=1e-2, init=PosteriorInit(1))
+    # Eq. 14's rule, as when the figures above were measured: this is about the update, not acceptance.
+    sol = pitsolve.solve(system, "identity", window=16, tol=1e-2, init=PosteriorInit(1), stopping="eq14")
     assert sol.resets == 0 and max(sol.residuals) < 1e3 and sol.iterations < 40

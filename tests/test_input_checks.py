@@ -99,7 +99,6 @@ def test_check_positive_int_accepts_numpy_and_0dim_tensors():
         check_positive_int(torch.tensor(4.0), "window")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the solver to call check_tolerance")
 def test_solve_accepts_a_0dim_tensor_tol():
     sol = pitsolve.solve(ODESystem(decay, torch.ones(3, dtype=F64), grid()), tol=torch.tensor(1e-8))
     assert sol.converged
@@ -225,7 +224,6 @@ def test_checked_error_ratio_lets_nan_of_nonfinite_states_through():
     assert torch.isnan(out[3]) and torch.isfinite(out[:3]).all()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the solver to call checked_error_ratio")
 def test_solve_checks_error_ratio():
     with pytest.raises(InputValueError, match=r"error_ratio returned shape \(\d+, 1\)"):
         pitsolve.solve(Halving(ratio=lambda new, old: (new - old).abs().amax(1, keepdim=True)))

@@ -62,9 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="points iterated at once; 0 for all N; 'auto' times the model at widths 1, 2, 4, ... "
                         "and picks the fastest predicted solve (default: 32)")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"δ of the stopping rule, Eq. 14 (default: {DEFAULT_TOL})")
-    p.add_argument("--scale-floor", type=float, default=None, metavar="C",
-                   help="stop on changes relative to max(sigma_t, C) instead of sigma_t (Eq. 14); "
-                        "1 = the data scale (default: none)")
+    p.add_argument("--scale-floor", type=float, default=1.0, metavar="C",
+                   help="measure errors relative to max(sigma_t, C); 1 = the data scale, so tol is the "
+                        "final sample's relative error (default: 1)")
     p.add_argument("--preconditioning-steps", "-M", type=int, default=1, metavar="M",
                    help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start (default: 1)")
     p.add_argument("--jacobian", choices=sorted(pitsolve.jacobians.REGISTRY), default="identity",

@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 from pitsolve import InputTypeError, InputValueError, Solution
 
 from .sampling import DEFAULT_TOL, parallel_sample, sequential_sample
+from ..diffusion.system import DEFAULT_SCALE_FLOOR
 
 __all__ = ["ParallelDiffusionPipeline", "ParallelPipelineOutput"]
 
@@ -133,7 +134,7 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         jacobian="identity",
         window: Optional[int] = None,
         tol: float = DEFAULT_TOL,
-        scale_floor: Optional[float] = None,
+        scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
         preconditioning_steps: int = 1,
         max_batch: Optional[int] = None,
         parallel: bool = True,

@@ -10,7 +10,7 @@ import pitsolve
 from pitsolve import InputTypeError, InputValueError, Solution
 
 from ..diffusion.init import PosteriorInit
-from ..diffusion.system import DiffusionSystem
+from ..diffusion.system import DEFAULT_SCALE_FLOOR, DiffusionSystem
 from .models import UNetModel
 from .schedulers import rule_from_scheduler
 
@@ -67,7 +67,7 @@ def build_system(
     max_batch: Optional[int] = None,
     dtype: Optional[torch.dtype] = None,
     devices: Optional[Sequence] = None,
-    scale_floor: Optional[float] = None,
+    scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
 ) -> DiffusionSystem:
     """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator).
 
@@ -133,7 +133,7 @@ def parallel_sample(
     jacobian="identity",
     window: Optional[int] = None,
     tol: float = DEFAULT_TOL,
-    scale_floor: Optional[float] = None,
+    scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
     preconditioning_steps: int = 1,
     eta: float = 0.0,
     guidance_scale: Optional[float] = None,

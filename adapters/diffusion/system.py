@@ -11,7 +11,11 @@ from pitsolve import BandedSystem, InputTypeError, InputValueError
 from pitsolve._devices import digest, replica
 from pitsolve._grid import as_integer, check_positive_int
 
-__all__ = ["DiffusionSystem", "interval_boundaries"]
+__all__ = ["DiffusionSystem", "interval_boundaries", "DEFAULT_SCALE_FLOOR"]
+
+#: The default ``c`` of the measure ``s_n = max(σ_{t_n}, c)``: the data scale of images in ``[-1, 1]``,
+#: so that ``tol`` is relative to the data (the final sample's relative error) rather than to ``σ``.
+DEFAULT_SCALE_FLOOR = 1.0
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,8 +64,10 @@ class DiffusionSystem(BandedSystem):
         noise: ``[T, batch, *S]``, the standard-normal draw of every fine step
             that takes one (``rule.noise_steps``); ``None`` if none does.
         intervals: N (default T: one fine step per interval).
-        scale_floor: ``c`` in the stopping rule's scale ``s_n = max(σ_{t_n}, c)``
-            (default ``None``: ``s_n = σ_{t_n}``, Eq. 14).  ``σ_t`` falls to
+        scale_floor: ``c`` in the measure's scale ``s_n = max(σ_{t_n}, c)``
+            (default ``1.0``, the data scale: ``tol`` is then relative to the
+            data, and the error bound of :func:`~pitsolve.solve` bounds the
+            final sample's error; ``None``: ``s_n = σ_{t_n}``, Eq. 14's scale).  ``σ_t`` falls to
             about 0 at the last steps of a deterministic sampler, where Eq. 14
             then asks for an absolute change far below what moves the
             sample; ``c = 1`` (the data scale of images in ``[-1, 1]``) stops
@@ -75,7 +81,7 @@ class DiffusionSystem(BandedSystem):
         latents: torch.Tensor,
         noise: Optional[torch.Tensor] = None,
         intervals: Optional[int] = None,
-        scale_floor: Optional[float] = None,
+        scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
     ):
         if not callable(model):
             raise InputTypeError(f"model is a {type(model).__name__}; pass model(x, t) -> output.")

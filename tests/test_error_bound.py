@@ -1,0 +1,141 @@
+"""The default acceptance rule bounds the error against the sequential solve (docs/design.md, "The error bound").
+
+Also: the guard leaves a converging strategy alone, strategies are re-entrant,
+and a ``Φ`` that is not deterministic is diagnosed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import pitsolve
+from pitsolve.jacobians import Anderson, Secant
+
+F64 = torch.float64
+
+
+def rel_rms(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def slow_decay():
+    """``y' = −0.001 y`` over 1000 intervals: each interval moves by < 1e-3, the whole by 10 %."""
+    return pitsolve.ODESystem(lambda t, y: -0.001 * y, torch.ones(1, dtype=F64),
+                              torch.linspace(0, 100, 1001, dtype=F64))
+
+
+def lorenz(t, y):
+    x, v, z = y[..., 0], y[..., 1], y[..., 2]
+    return torch.stack([10 * (v - x), x * (28 - z) - v, x * v - 8 / 3 * z], -1)
+
+
+def test_jacobi_on_a_slow_flow_is_within_tol_where_eq14_is_not():
+    """Eq. 14 accepts all 1000 points after one sweep, 58×tol away; the error bound does not."""
+    system = slow_decay()
+    ref = pitsolve.sequential(system).ys
+    paper = pitsolve.solve(system, "zero", tol=1e-3, stopping="eq14")
+    assert paper.iterations == 1 and rel_rms(paper.ys, ref) > 10 * 1e-3  # the silent wrong answer
+    sol = pitsolve.solve(system, "zero", tol=1e-3)
+    assert sol.converged and sol.error_estimate <= 1e-3
+    measured = float(system.error_ratio(sol.ys, ref, torch.arange(1001)).max())
+    assert measured <= 1e-3 and rel_rms(sol.ys, ref) <= 2e-3  # the measure's scale is 1 + |y| ≈ 2|y|
+
+
+def test_a_chaotic_horizon_is_reported_not_passed_off_as_converged():
+    """Lorenz over 20 time units amplifies errors ~e^18: the bare Anderson solve cannot certify 1e-2."""
+    system = pitsolve.ODESystem(lorenz, torch.ones(3, dtype=F64), torch.linspace(0, 20, 1001, dtype=F64),
+                                method="rk4")
+    ref = pitsolve.sequential(system).ys
+    sol = pitsolve.solve(system, "anderson", tol=1e-2, guard=False, throw=False)
+    assert rel_rms(sol.ys, ref) > 1e-2  # far from the sequential answer ...
+    assert sol.status is pitsolve.Status.UNCERTIFIED and not sol.converged  # ... and it says so
+    assert sol.error_estimate > 1e-2 and "not certified" in sol.message
+    with pytest.raises(pitsolve.ConvergenceError, match="not certified"):
+        pitsolve.solve(system, "anderson", tol=1e-2, guard=False)
+
+
+@pytest.mark.parametrize("jacobian", ["newton", "dense"])
+def test_newton_and_dense_solve_an_affine_system_in_two_sweeps_with_the_default_guard(jacobian):
+    """Prop. 3: one sweep solves, the second certifies; the guard does not interfere."""
+    A = torch.tensor([[-1.0, 3.0], [-3.0, -0.5]], dtype=F64)
+    system = pitsolve.ODESystem(lambda t, y: y @ A.T + torch.sin(t), torch.tensor([1.0, 0.0], dtype=F64),
+                                torch.linspace(0, 4, 33, dtype=F64), method="rk4", substeps=2)
+    ref = pitsolve.sequential(system).ys
+    guarded = pitsolve.solve(system, jacobian, tol=1e-10)
+    bare = pitsolve.solve(system, jacobian, tol=1e-10, guard=False)
+    assert guarded.iterations <= 2 and not guarded.fallbacks and guarded.budget_sweeps == 0
+    assert (guarded.iterations, guarded.depth) == (bare.iterations, bare.depth)
+    assert float((guarded.ys - ref).abs().max()) < 1e-10
+
+
+def test_the_guard_does_not_change_a_converging_strategy():
+    vdp = pitsolve.ODESystem(lambda t, y: torch.stack([y[..., 1], (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1),
+                             torch.tensor([2.0, 0.0], dtype=F64), torch.linspace(0, 5, 101, dtype=F64))
+    for jacobian in ["identity", "anderson", "secant", "dense", "diagonal"]:
+        guarded = pitsolve.solve(vdp, jacobian, tol=1e-6, window=16, throw=False)
+        bare = pitsolve.solve(vdp, jacobian, tol=1e-6, window=16, guard=False, throw=False)
+        assert not guarded.fallbacks and guarded.budget_sweeps == 0, jacobian
+        assert abs(guarded.iterations - bare.iterations) <= 1 and guarded.depth <= bare.depth + 2, jacobian
+
+
+def test_one_strategy_instance_serves_two_threads():
+    """Per-solve state lives in the solve: sharing an instance across threads changes nothing."""
+    systems = [pitsolve.ODESystem(lambda t, y: -y + torch.sin(3 * t), torch.full((3,), v, dtype=F64),
+                                  torch.linspace(0, 4, 65, dtype=F64)) for v in (1.0, -2.0)]
+    for strategy in (Anderson(history=3), Secant(history=2), pitsolve.jacobians.Diagonal(exact_below=0)):
+        alone = [pitsolve.solve(s, strategy, tol=1e-9, window=9).ys for s in systems]
+        results, errors = {}, []
+
+        def work(i):
+            try:
+                for _ in range(3):
+                    results[i] = pitsolve.solve(systems[i], strategy, tol=1e-9, window=9).ys
+            except Exception as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for i in range(2):
+            assert torch.equal(results[i], alone[i]), strategy
+        assert strategy.__dict__.keys() <= {"history", "regularization", "base", "_base", "exact_below", "probes",
+                                            "seed", "clip"}  # settings only: no per-solve state on the instance
+
+
+class Noisy(pitsolve.BandedSystem):
+    """``Φ_n(x) = 0.9 x + noise``, fresh noise on every call: no fixed point to converge to."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(0)
+
+    @property
+    def initial_state(self):
+        return torch.ones(2, dtype=F64)
+
+    @property
+    def num_intervals(self):
+        return 16
+
+    def propagate(self, states, indices):
+        return 0.9 * states + 1e-3 * torch.randn(states.shape, generator=self.gen, dtype=F64)
+
+
+def test_a_random_phi_is_diagnosed():
+    system = Noisy()
+    with pytest.raises(pitsolve.InputValueError, match="not deterministic"):
+        pitsolve.solve(system, "identity", tol=1e-6)
+
+
+def test_eq14_stays_selectable_and_reports_no_estimate():
+    system = slow_decay()
+    sol = pitsolve.solve(system, "identity", tol=1e-6, stopping="eq14")
+    assert sol.stopping == "eq14" and sol.error_estimate is None
+    assert pitsolve.solve(system, "identity", tol=1e-6).stopping == "error"
+    with pytest.raises(pitsolve.InputValueError, match="stopping='change'"):
+        pitsolve.solve(system, "identity", stopping="change")
