@@ -55,7 +55,7 @@ Y0 = (2.0, 0.0)
 T_END = 2.0
 CEILING = 1e6  # errors above it (diverged iterates far ahead of the front) are drawn at it
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-COLUMNS = ("strategy", "iters", "depth", "NFE", "NFE/(N*K)", "max|err| vs seq", "wall [s]", "wall/seq")
+COLUMNS = ("strategy", "iters", "depth", "NFE", "NFE/(N*K)", "max|err| vs seq", "wall [s]", "wall/seq", "guard")
 
 
 def van_der_pol(t, y):
@@ -122,6 +122,7 @@ def format_table(rows: Sequence[Dict]) -> str:
             f"{r['max_abs_error']:.2e}",
             f"{r['wall_time_s']:.3f}",
             f"{r['wall_time_ratio']:.2f}",
+            record.guard_cell(r),
         )
         for r in rows
     ]

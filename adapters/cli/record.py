@@ -80,4 +80,15 @@ def guard_setting(value: Union[bool, pitsolve.Guard]) -> Union[bool, str]:
 
 def guard_fields(sol: pitsolve.Solution) -> Dict[str, Any]:
     """What the guard did in one solve: its moves down the ladder and its depth-budget sweeps."""
-    return {"fallbacks": [dataclasses.asdict(f) for f in sol.fallbacks], "budget_sweeps": sol.budget_sweeps}
+    return {"fallbacks": [dataclasses.asdict(f) for f in sol.fallbacks], "budget_sweeps": sol.budget_sweeps,
+            "status": sol.status.name, "error_estimate": sol.error_estimate}
+
+
+def guard_cell(row: Dict[str, Any]) -> str:
+    """The guard's column of a table: ``-``, or the rungs entered (``>damped>sequential``) and budget sweeps."""
+    parts = []
+    if row.get("fallbacks"):
+        parts.append("".join(">" + f["target"] for f in row["fallbacks"]))
+    if row.get("budget_sweeps"):
+        parts.append(f"{row['budget_sweeps']} budget")
+    return ", ".join(parts) or "-"
