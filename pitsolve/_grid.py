@@ -139,3 +139,16 @@ def check_tolerances(atol, rtol) -> tuple:
     if atol == 0 and rtol == 0:
         raise InputValueError(f"atol={atol}, rtol={rtol}: both are 0; make at least one of them positive.")
     return float(atol), float(rtol)
+
+
+def check_nonnegative(value, name: str, example: str) -> float:
+    """A finite real ``>= 0`` (numpy and 0-dim tensors accepted) as a float, or a typed error naming it."""
+    real = as_real(value)
+    if isinstance(real, bool) or not isinstance(real, (int, float)):
+        raise InputTypeError(
+            f"{name}={value!r} is not a number ({type(value).__name__}); pass a finite float >= 0, e.g. {example}."
+        )
+    real = float(real)
+    if not (math.isfinite(real) and real >= 0):
+        raise InputValueError(f"{name}={value!r} must be >= 0 and finite, e.g. {example}.")
+    return real

@@ -85,6 +85,24 @@ def case(row: str, where: str, kind: type, match: str, **options):
 
 
 # ----------------------------------------------------------------------------- problems
+class NoisyMap(BandedSystem):
+    """``Φ_n(x) = 0.9 x`` plus fresh noise on every call."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(0)
+
+    @property
+    def initial_state(self):
+        return torch.ones(2, dtype=F64)
+
+    @property
+    def num_intervals(self):
+        return 8
+
+    def propagate(self, states, indices):
+        return 0.9 * states + 1e-3 * torch.randn(states.shape, generator=self.gen, dtype=F64)
+
+
 def decay(t, y):
     return -y
 
@@ -385,6 +403,18 @@ case("secant-base-unknown", "core", InputValueError, r"base='ones' is not one of
 case("anderson-regularization", "core", InputTypeError,
      r"regularization='x' is not a number \(str\); pass a finite float >= 0, e\.g\. 1e-8")(
     lambda tmp: pitsolve.jacobians.Anderson(regularization="x"))
+case("secant-regularization", "core", InputTypeError,
+     r"regularization='x' is not a number \(str\); pass a finite float >= 0, e\.g\. 1e-6")(
+    lambda tmp: pitsolve.jacobians.Secant(regularization="x"))
+case("solve-stopping-unknown", "core", InputValueError,
+     r"stopping='change' is not an acceptance rule; pass 'error' .* or 'eq14'")(
+    lambda tmp: pitsolve.solve(good_system(), stopping="change"))
+case("guard-depth-factor", "core", InputValueError,
+     r"Guard\(depth_factor=0\.5\) must be a finite number >= 1")(
+    lambda tmp: pitsolve.Guard(depth_factor=0.5))
+case("phi-not-deterministic", "core", InputValueError,
+     r"propagate is not deterministic: interval 0 evaluated twice at the same state")(
+    lambda tmp: pitsolve.solve(NoisyMap(), "identity", tol=1e-6))
 case("diagonal-seed-range", "core", InputValueError,
      r"seed=1180591620717411303424 is outside \[0, 2\*\*63 - 1\]; pass a seed in that range, e\.g\. seed=0")(
     lambda tmp: pitsolve.jacobians.Diagonal(seed=2**70))

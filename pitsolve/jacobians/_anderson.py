@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Optional, Tuple
 
 import torch
 
-from .._errors import InputTypeError, InputValueError
-from .._grid import as_integer, as_real
+from .._errors import InputValueError
+from .._grid import as_integer, check_nonnegative
 from .._system import BandedSystem
 from ._base import JacobianStrategy, Sweep
 from ._simple import Identity
@@ -56,15 +55,7 @@ class Anderson(JacobianStrategy):
         history = as_integer(history)
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise InputValueError(f"history={history!r} must be an int >= 1.")
-        value = as_real(regularization)
-        if not isinstance(value, float):
-            raise InputTypeError(
-                f"regularization={regularization!r} is not a number ({type(regularization).__name__}); "
-                "pass a finite float >= 0, e.g. 1e-8."
-            )
-        if not (math.isfinite(value) and value >= 0):
-            raise InputValueError(f"regularization={regularization!r} must be >= 0 and finite, e.g. 1e-8.")
-        regularization = value
+        regularization = check_nonnegative(regularization, "regularization", "1e-8")
         self.history, self.regularization = history, regularization
         self._base = Identity()
 

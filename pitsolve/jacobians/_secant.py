@@ -9,6 +9,7 @@ from typing import Deque, Dict, Tuple
 import torch
 
 from .._errors import InputValueError
+from .._grid import check_nonnegative
 from .._system import BandedSystem
 from ._base import JacobianStrategy, Sweep
 
@@ -65,8 +66,7 @@ class Secant(JacobianStrategy):
             raise InputValueError(f"history={history!r} must be an int >= 0 (0: the base alone).")
         if base not in BASES:
             raise InputValueError(f"base={base!r} is not one of {BASES}.")
-        if not regularization >= 0:
-            raise InputValueError(f"regularization={regularization!r} must be >= 0.")
+        regularization = check_nonnegative(regularization, "regularization", "1e-6")
         self.history, self.base, self.regularization = history, base, regularization
 
     def init(self, system: BandedSystem) -> _Memory:
