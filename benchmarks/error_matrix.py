@@ -422,7 +422,7 @@ def depth_table(records: Sequence[Dict], part: str) -> List[str]:
     A trailing ``*``: the qualifying run (or a seed of it) was not CONVERGED.
     """
     lines = ["| case | strategy | seq depth | "
-             + " | ".join(f"e ≤ {e:g}: error | e ≤ {e:g}: eq14" for e in TARGETS) + " |",
+             + " | ".join(f"e ≤ {e:g}, rule error | e ≤ {e:g}, rule eq14" for e in TARGETS) + " |",
              "|---|---|---|" + "---|---|" * len(TARGETS)]
     rows = [r for r in records if r["part"] == part]
     for case, strategy in dict.fromkeys((r["case"], r["strategy"]) for r in rows):

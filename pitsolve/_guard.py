@@ -168,6 +168,9 @@ class Damped(JacobianStrategy):
     def init(self, system: BandedSystem):
         return self.inner.init(system)
 
+    def wave_tangents(self, system: BandedSystem):
+        return self.inner.wave_tangents(system)
+
     def extra_depth(self, system: BandedSystem, p: int) -> int:
         return self.inner.extra_depth(system, p)
 

@@ -133,8 +133,13 @@ class Loop:
         if probe is not None:
             rows = torch.cat([rows, probe[1].unsqueeze(0)])
             ids = torch.cat([indices, probe[0].view(1)])
-        out = self.executor.propagate(rows, ids)
-        self.cost.nfe += self.system.interval_cost(ids)
+        tangents = self.ladder.strategy.wave_tangents(self.system) if f.p > 1 else None
+        self._jacobian = None
+        if tangents is None:
+            out = self.executor.propagate(rows, ids)
+            self.cost.nfe += self.system.interval_cost(ids)
+        else:
+            out, self._jacobian = self._propagate_with_jacobian(rows, ids, f.p, tangents)
         self.cost.depth += self.K
         self._charged = self.K
         fx = out[: f.p]
@@ -143,6 +148,30 @@ class Loop:
         if probe is not None:
             self._check_deterministic(probe, out[-1])
         return fx, torch.isfinite(fx).all(dim=1)
+
+    def _propagate_with_jacobian(self, rows: torch.Tensor, ids: torch.Tensor, p: int, tangents: torch.Tensor):
+        """``Φ`` of every row and ``J_i v`` of rows ``1 … p−1`` for each tangent ``v``, in one batched JVP call.
+
+        Row 0 (the anchor: its Jacobian multiplies ``δ_0 = 0``) and rows past
+        ``p`` (the determinism probe) get one zero tangent; the others one copy
+        per tangent.  Returns the ``Φ`` rows and ``J`` ``[p, D, m]`` (row 0 zero).
+        """
+        m, D = tangents.shape
+        counts = torch.ones(rows.shape[0], dtype=torch.long)
+        counts[1:p] = m
+        first = torch.cumsum(counts, 0) - counts  # the first copy of each row
+        xs = rows.repeat_interleave(counts.to(rows.device), dim=0)
+        xi = ids.repeat_interleave(counts.to(ids.device))
+        tv = torch.zeros_like(xs)
+        if p > 1:
+            tv[int(first[1]) : int(first[1]) + (p - 1) * m] = tangents.to(xs).repeat(p - 1, 1)
+        y, jv = self.executor.jvp(xs, xi, tv)
+        self.cost.nfe += self.system.interval_cost(xi)
+        jac = torch.zeros((p, D, m), dtype=y.dtype, device=y.device)
+        if p > 1:
+            block = jv[int(first[1]) : int(first[1]) + (p - 1) * m]
+            jac[1:] = block.view(p - 1, m, D).transpose(1, 2)
+        return y[first.to(y.device)], jac
 
     def _check_deterministic(self, probe, again: torch.Tensor) -> None:
         index, _, first = probe
@@ -184,8 +213,9 @@ class Loop:
         indices = torch.arange(start, f.start + f.p, device=self.spec.device)
         strategy = self.ladder.choose(start, indices.numel(), self.cost.depth, self.N)
         before = self.cost.depth
+        jac = self._jacobian[j:] if self._jacobian is not None else None
         sweep = Sweep(system=self.routed, start=start, indices=indices, x=x, fx=fx[j:], cost=self.cost,
-                      state=self.ladder.state_of(strategy))
+                      state=self.ladder.state_of(strategy), jacobian=jac)
         new, valid, change = _update(strategy, sweep, system, self.initializer, finite[j:])
         self.ladder.charge(self._charged + self.cost.depth - before)
         p = new.shape[0]
@@ -378,8 +408,9 @@ def _update(strategy: JacobianStrategy, sweep: Sweep, system: BandedSystem, init
     p = fx.shape[0]
     j = p if bool(finite.all()) else int(torch.nonzero(~finite)[0])
     if j < p:
+        jac = sweep.jacobian[:j] if sweep.jacobian is not None else None
         sweep = Sweep(system=sweep.system, start=sweep.start, indices=sweep.indices[:j], x=x[: j + 1], fx=fx[:j],
-                      cost=cost, state=sweep.state)
+                      cost=cost, state=sweep.state, jacobian=jac)
     new = fx[:1] if j == 1 else torch.cat([fx[:1], strategy.update(sweep)[1:]])
     if system.passive is not None:
         # Parts Φ does not read (its Jacobian columns there are zero): take Φ's value (A = 0).

@@ -86,13 +86,13 @@ def test_lorenz_blow_up_falls_back_and_stays_within_sequential_depth(jacobian):
 
 
 def test_lorenz_without_guard_spends_more_depth_than_sequential():
-    """The guard is what keeps the depth bound: the bare diagonal strategy overshoots it."""
-    system = lorenz_system()
+    """The guard is what keeps the depth bound: bare Newton (a sequential JVP sweep per sweep) overshoots it."""
+    system = lorenz_system(T=2.0, N=40)
     seq = pitsolve.sequential(system)
-    bare = pitsolve.solve(system, "diagonal", tol=1e-9, guard=False, throw=False)
-    assert bare.accepted[-1] == system.num_intervals and not bare.fallbacks
-    assert bare.depth > seq.depth
-    assert bare.resets > 0  # the non-finite iterates the guard reacts to
+    bare = pitsolve.solve(system, "newton", tol=1e-9, guard=False, throw=False)
+    guarded = pitsolve.solve(system, "newton", tol=1e-9, throw=False)
+    assert bare.depth > 2 * seq.depth and not bare.fallbacks
+    assert guarded.depth <= 2 * seq.depth
 
 
 def test_residual_growth_guard_fires_on_finite_divergence():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -47,6 +47,10 @@ class Sweep:
     fx: torch.Tensor
     cost: Cost
     state: Any = None
+    jacobian: Optional[torch.Tensor] = None
+
+    # ``jacobian``: ``J_i`` of the rows ``[p, D, D]`` when the loop evaluated them in the same
+    # batched wave as ``Φ`` (:meth:`JacobianStrategy.wave_tangents`); row 0 is not used.
 
     @property
     def b(self) -> torch.Tensor:
@@ -77,6 +81,16 @@ class JacobianStrategy(abc.ABC):
 
         Called once at the start of every solve (and when the divergence
         guard enters this strategy's rung).
+        """
+        return None
+
+    def wave_tangents(self, system: BandedSystem) -> Optional[torch.Tensor]:
+        """Tangents ``[m, D]`` whose JVPs the update needs at every window point, or ``None``.
+
+        A strategy that returns them (Dense and the exact diagonal: the ``D``
+        basis vectors) gets ``Φ`` and ``J_n v`` of every point from **one**
+        batched forward-mode call — one wave of depth ``K`` instead of two —
+        as ``sweep.fx`` and ``sweep.jacobian``.
         """
         return None
 

@@ -66,13 +66,23 @@ class Diagonal(JacobianStrategy):
         """The per-solve state: the probes' generator, seeded with ``seed``."""
         return torch.Generator().manual_seed(self.seed)
 
+    def wave_tangents(self, system: BandedSystem):
+        """The exact diagonal's ``D`` basis vectors, evaluated with ``Φ`` in one wave (``None`` for probes)."""
+        D = system.spec.size
+        if D > self.exact_below:
+            return None
+        return torch.eye(D, dtype=system.spec.dtype, device=system.spec.device)
+
     def extra_depth(self, system: BandedSystem, p: int) -> int:
+        if system.spec.size <= self.exact_below:
+            return 0  # the exact diagonal comes with Φ, in the same wave (wave_tangents)
         return system.steps_per_interval if p > 1 else 0
 
     def update(self, sweep: Sweep) -> torch.Tensor:
         D = sweep.x.shape[1]
         if D <= self.exact_below:
-            diag = torch.diagonal(jacobian_columns(sweep), dim1=1, dim2=2)
+            jac = sweep.jacobian if sweep.jacobian is not None else jacobian_columns(sweep)
+            diag = torch.diagonal(jac, dim1=1, dim2=2)
         else:
             gen = sweep.state if sweep.state is not None else self.init(sweep.system)
             diag = probe_diagonal(sweep, self.probes, gen)

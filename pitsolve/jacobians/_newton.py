@@ -45,7 +45,8 @@ class ExactJVP(JacobianStrategy):
 class Dense(JacobianStrategy):
     r"""Newton with materialised Jacobians and a parallel associative scan (DEER).
 
-    All ``J_n`` of the window come from one batched JVP call (``D`` per point);
+    All ``J_n`` of the window come from one batched JVP call (``D`` per point),
+    the same forward-mode call that evaluates ``Φ`` (one wave, no extra depth);
     the recurrence ``δ_{i+1} = J_i δ_i + b_i`` is solved by a scan over the
     affine pairs ``(J_i, b_i)`` in O(log p) depth.  Memory ``p·D²``: meant for
     states of at most ``max_size`` entries.
@@ -66,11 +67,15 @@ class Dense(JacobianStrategy):
                 "use jacobian='newton' (matrix-free) or 'diagonal', or raise Dense(max_size=...)."
             )
 
+    def wave_tangents(self, system) -> torch.Tensor:
+        D = system.spec.size
+        return torch.eye(D, dtype=system.spec.dtype, device=system.spec.device)
+
     def extra_depth(self, system, p: int) -> int:
-        return system.steps_per_interval if p > 1 else 0
+        return 0  # the Jacobians come with Φ, in the same wave (wave_tangents)
 
     def update(self, sweep: Sweep) -> torch.Tensor:
-        jac = jacobian_columns(sweep)
+        jac = sweep.jacobian if sweep.jacobian is not None else jacobian_columns(sweep)
         return sweep.x[1:] + linear_scan(jac, sweep.b, dense=True)
 
     def __repr__(self) -> str:
