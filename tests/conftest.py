@@ -81,3 +81,22 @@ def max_err(a, b):
     if isinstance(a, tuple):
         return max(max_err(x, y) for x, y in zip(a, b))
     return float((a - b).abs().max())
+
+
+class NoisyMap(pitsolve.BandedSystem):
+    """``Φ_n(x) = 0.9 x`` plus fresh noise on every call: not deterministic, no fixed point."""
+
+    def __init__(self, n: int = 8):
+        self.n = n
+        self.gen = torch.Generator().manual_seed(0)
+
+    @property
+    def initial_state(self):
+        return torch.ones(2, dtype=torch.float64)
+
+    @property
+    def num_intervals(self):
+        return self.n
+
+    def propagate(self, states, indices):
+        return 0.9 * states + 1e-3 * torch.randn(states.shape, generator=self.gen, dtype=torch.float64)

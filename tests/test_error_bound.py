@@ -14,6 +14,8 @@ import torch
 import pitsolve
 from pitsolve.jacobians import Anderson, Secant
 
+from conftest import NoisyMap
+
 F64 = torch.float64
 
 
@@ -108,26 +110,8 @@ def test_one_strategy_instance_serves_two_threads():
                                             "seed", "clip"}  # settings only: no per-solve state on the instance
 
 
-class Noisy(pitsolve.BandedSystem):
-    """``Φ_n(x) = 0.9 x + noise``, fresh noise on every call: no fixed point to converge to."""
-
-    def __init__(self):
-        self.gen = torch.Generator().manual_seed(0)
-
-    @property
-    def initial_state(self):
-        return torch.ones(2, dtype=F64)
-
-    @property
-    def num_intervals(self):
-        return 16
-
-    def propagate(self, states, indices):
-        return 0.9 * states + 1e-3 * torch.randn(states.shape, generator=self.gen, dtype=F64)
-
-
 def test_a_random_phi_is_diagnosed():
-    system = Noisy()
+    system = NoisyMap()
     with pytest.raises(pitsolve.InputValueError, match="not deterministic"):
         pitsolve.solve(system, "identity", tol=1e-6)
 
@@ -139,3 +123,13 @@ def test_eq14_stays_selectable_and_reports_no_estimate():
     assert pitsolve.solve(system, "identity", tol=1e-6).stopping == "error"
     with pytest.raises(pitsolve.InputValueError, match="stopping='change'"):
         pitsolve.solve(system, "identity", stopping="change")
+
+
+def test_identity_solves_a_translation_in_two_sweeps_with_the_default_guard():
+    """Prop. 4: when Φ_n is a translation (J_n = I) the identity update is exact after one sweep."""
+    system = pitsolve.ODESystem(lambda t, y: torch.cos(t) * torch.ones_like(y), torch.zeros(3, dtype=F64),
+                                torch.linspace(0, 6, 49, dtype=F64), method="rk4")
+    ref = pitsolve.sequential(system).ys
+    sol = pitsolve.solve(system, "identity", tol=1e-10)
+    assert sol.converged and sol.iterations <= 2 and not sol.fallbacks
+    assert float((sol.ys - ref).abs().max()) < 1e-12

@@ -42,10 +42,12 @@ from pitsolve.adapters.cli import main as cli_main
 from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
 from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
 
+from conftest import NoisyMap
 from diffusion_models import tiny_unet
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 DEADLINE_S = 30
+
 F64 = torch.float64
 N = 8  # intervals of the core problems
 T = 8  # sampling steps of the adapter problems
@@ -85,23 +87,6 @@ def case(row: str, where: str, kind: type, match: str, **options):
 
 
 # ----------------------------------------------------------------------------- problems
-class NoisyMap(BandedSystem):
-    """``Φ_n(x) = 0.9 x`` plus fresh noise on every call."""
-
-    def __init__(self):
-        self.gen = torch.Generator().manual_seed(0)
-
-    @property
-    def initial_state(self):
-        return torch.ones(2, dtype=F64)
-
-    @property
-    def num_intervals(self):
-        return 8
-
-    def propagate(self, states, indices):
-        return 0.9 * states + 1e-3 * torch.randn(states.shape, generator=self.gen, dtype=F64)
-
 
 def decay(t, y):
     return -y

@@ -61,7 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--window", type=_window, default=32, metavar="P",
                    help="points iterated at once; 0 for all N; 'auto' times the model at widths 1, 2, 4, ... "
                         "and picks the fastest predicted solve (default: 32)")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"δ of the stopping rule, Eq. 14 (default: {DEFAULT_TOL})")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL,
+                   help=f"tolerance on the error against the sequential sample (default: {DEFAULT_TOL})")
+    p.add_argument("--stopping", choices=("error", "eq14"), default="error",
+                   help="acceptance rule: 'error' bounds the error vs the sequential sample, 'eq14' is the "
+                        "paper's per-point change test (default: error)")
     p.add_argument("--scale-floor", type=float, default=1.0, metavar="C",
                    help="measure errors relative to max(sigma_t, C); 1 = the data scale, so tol is the "
                         "final sample's relative error (default: 1)")
@@ -158,7 +162,7 @@ def run(args) -> Dict:
     with torch.no_grad():
         par_sol = pitsolve.solve(system(), args.jacobian, window=window, tol=args.tol,
                                  init=PosteriorInit(args.preconditioning_steps), progress=not args.no_progress,
-                                 callback=keep_frame, throw=False, guard=guard)
+                                 callback=keep_frame, throw=False, guard=guard, stopping=args.stopping)
     par = par_sol.y[0]
     if par_sol.tuning is not None:
         curve = ", ".join(f"{p}: {1e3 * t:.1f}" for p, t in par_sol.tuning["curve"])
@@ -187,7 +191,7 @@ def run(args) -> Dict:
                                    title="x̂0 at the window's last point after each iteration (image 0)"),
     }
     settings = {"model": model_path, "scheduler": args.scheduler, "steps": steps, "intervals": N, "window": window,
-                "tol": args.tol, "scale_floor": args.scale_floor,
+                "tol": args.tol, "stopping": args.stopping, "scale_floor": args.scale_floor,
                 "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
                 "guard": record.guard_setting(guard), "eta": args.eta, "num_images": args.num_images,
                 "seed": args.seed, "device": args.device, "max_batch": args.max_batch}

@@ -149,14 +149,17 @@ def parallel_sample(
     executor: Optional[pitsolve.Executor] = None,
     guard=True,
     trajectory: bool = True,
+    stopping: str = "error",
 ) -> Tuple[torch.Tensor, Solution]:
     r"""Sample with a Diffusers UNet and scheduler by parallel-in-time iteration (ParaSolver).
 
     The ``T = num_inference_steps`` steps of the scheduler's sampler are
     grouped into ``intervals`` subintervals (N; default T) and solved as a
     banded system with :func:`pitsolve.solve`: ``jacobian``, ``window``,
-    ``tol`` (δ of Eq. 14, relative to σ_{t_n}, or to ``max(σ_{t_n},
-    scale_floor)``, see :class:`DiffusionSystem`), ``max_iters`` as there.  The
+    ``tol`` (the error against the sequential sample, in the measure
+    ``RMS(Δx)/max(σ_{t_n}, scale_floor)``, by default relative to the data
+    scale, see :class:`DiffusionSystem`), ``stopping`` (``"error"``, or
+    ``"eq14"``: the paper's change test), ``max_iters`` as there.  The
     start is the Eq. 17 initialisation with ``preconditioning_steps`` (M)
     model steps, unless ``init`` gives another initialiser.  The result is
     the sample :func:`sequential_sample` draws with the same arguments, to
@@ -205,7 +208,7 @@ def parallel_sample(
     with torch.no_grad():
         solution = pitsolve.solve(
             system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw,
-            devices=devices, executor=executor, guard=guard, trajectory=trajectory,
+            devices=devices, executor=executor, guard=guard, trajectory=trajectory, stopping=stopping,
         )
     return solution.y[0], solution
 
@@ -252,7 +255,7 @@ def sequential_sample(
 
 _PARALLEL_ONLY = {
     "jacobian", "window", "tol", "scale_floor", "preconditioning_steps", "max_iters", "init", "progress", "throw",
-    "executor", "guard", "trajectory",
+    "executor", "guard", "trajectory", "stopping",
 }
 
 
