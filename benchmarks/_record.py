@@ -4,7 +4,7 @@ A suite returns plain records (``dict`` rows); this module turns them into
 ``<suite>.json`` (the header and the records), ``<suite>.md`` (the header, one
 table per ``record["table"]`` and the suite's own sections) and the suite's
 plots ``<suite>_<name>.png``, each carrying the header: the machine, the
-device, the versions and the exact command (DESIGN.md §4: a wall time is only
+device, the versions and the exact command (docs/design.md, "Measures": a wall time is only
 read beside the baseline measured in the same run, on the stated machine).
 """
 
@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Column headers for the measures every suite shares (DESIGN.md §4); a suite adds its own with ``HEADERS``.
+#: Column headers for the measures every suite shares (docs/design.md, "Measures"); a suite adds its own with ``HEADERS``.
 HEADERS = {
     "iterations": "iterations",
     "depth": "depth",

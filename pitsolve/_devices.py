@@ -1,4 +1,4 @@
-"""Moving the parts of a system between devices, and fingerprints of them (DESIGN.md §3 "execution").
+"""Moving the parts of a system between devices, and fingerprints of them (docs/design.md, "Architecture").
 
 Two small services the executors need from every :class:`~pitsolve.BandedSystem`:
 

@@ -1,4 +1,4 @@
-"""The ranks of a ``torch.distributed`` process group as an executor (DESIGN.md §3 "execution").
+"""The ranks of a ``torch.distributed`` process group as an executor (docs/design.md, "Architecture").
 
 Every rank runs the same deterministic solve loop on the same system.  Each
 batched call of a sweep is split into contiguous slices, one per rank (sizes

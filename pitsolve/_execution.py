@@ -1,4 +1,4 @@
-"""Executors: how the batched calls of a sweep are spread over hardware (DESIGN.md §3 "execution").
+"""Executors: how the batched calls of a sweep are spread over hardware (docs/design.md, "Architecture").
 
 Every sweep evaluates ``Φ_n(X_n^k)`` for all points of the window at once
 (paper Algorithm 1, line 4): independent calls, the parallel part of the

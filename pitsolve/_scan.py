@@ -2,7 +2,7 @@
 
 Element ``(A_i, b_i)`` is the affine map ``x ↦ A_i x + b_i``; composing an
 earlier element ``(A_i, b_i)`` with a later ``(A_j, b_j)`` gives
-``(A_j A_i, A_j b_i + b_j)`` (DESIGN.md §1).  The Hillis–Steele inclusive scan
+``(A_j A_i, A_j b_i + b_j)`` (docs/design.md, "The banded system").  The Hillis–Steele inclusive scan
 below needs ⌈log₂ p⌉ vectorised rounds, so its depth is O(log p).
 """
 

@@ -1,4 +1,4 @@
-"""The one result type of every solve (DESIGN.md §3 "result", §4 measures)."""
+"""The one result type of every solve (docs/design.md, "Architecture" and "Measures")."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Solution:
         iterations: parallel sweeps (sequential: N).
         nfe: fine steps evaluated in total, summed over the batch (work).
             A JVP counts as one evaluation.  Sequential: N·K.
-        depth: fine steps on the critical path (DESIGN.md §4): the sum over
+        depth: fine steps on the critical path (docs/design.md, "Measures"): the sum over
             iterations of the fine steps of one ``Φ_n`` plus any sequential
             sweeps a strategy or initialiser needs.  Sequential: N·K.
         residuals: per iteration, the largest error ratio

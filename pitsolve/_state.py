@@ -1,7 +1,7 @@
 """States as flat vectors.
 
 A state of a :class:`~pitsolve.BandedSystem` is a tensor of any shape or a
-tuple of tensors (DESIGN.md §3: e.g. a sample plus a multistep solver's
+tuple of tensors (docs/design.md, "Architecture": e.g. a sample plus a multistep solver's
 previous model outputs).  The solver and the Jacobian strategies work on the
 flattened state ``x ∈ R^D``; :class:`StateSpec` converts between the two.
 A *batch* of states is a tensor ``[B, *shape]`` (or a tuple of them); its flat

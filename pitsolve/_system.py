@@ -1,4 +1,4 @@
-"""The banded system ``X_{n+1} = Φ_n(X_n)`` (paper Eq. 7–8, DESIGN.md §1)."""
+"""The banded system ``X_{n+1} = Φ_n(X_n)`` (paper Eq. 7–8, docs/design.md, "The banded system")."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class BandedSystem(abc.ABC):
 
     :attr:`steps_per_interval` and :attr:`coarse_steps` give the cost of one
     ``Φ_n`` and one ``G_n`` in fine steps; ``depth`` and ``nfe`` of a
-    :class:`~pitsolve.Solution` count in these units (DESIGN.md §4).
+    :class:`~pitsolve.Solution` count in these units (docs/design.md, "Measures").
     """
 
     #: Fine steps inside one ``Φ_n`` (for depth and NFE).
@@ -160,7 +160,7 @@ class BandedSystem(abc.ABC):
         """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
         return int(indices.numel()) * self.checked_costs()[0]
 
-    # -- execution (DESIGN.md §3): replicas on other devices, fingerprints across ranks ---------
+    # -- execution (docs/design.md, "Architecture"): replicas on other devices, fingerprints across ranks ---------
     def to(self, device) -> "BandedSystem":
         """A replica of this system on ``device``, for ``solve(..., devices=[...])``.
 

@@ -96,7 +96,7 @@ def test_prop4_identity_superlinear_near_identity(report):
 def test_identity_error_recurrence():
     """One identity sweep obeys e^{k+1}_n = e^{k+1}_{n-1} + (Φ_{n-1}(X^k) − Φ_{n-1}(X*)) − e^k_{n-1}.
 
-    The exact form of DESIGN.md §1 fact 3 (its linearisation is
+    The exact form of docs/design.md, "The banded system" fact 3 (its linearisation is
     ``e^{k+1}_n = e^{k+1}_{n-1} + (J − I) e^k_{n-1}``), checked to round-off.
     """
     system = vdp_system(n=10, t_end=2.0)

@@ -21,7 +21,7 @@ def test_every_strategy_converges_to_sequential(problem, jacobian, window):
     assert sol.converged and sol.status is pitsolve.Status.CONVERGED
     assert max_err(sol.ys, seq.ys) < 1e-10
     assert torch.equal(sol.y, sol.ys[-1])
-    # Finite termination bound, and the accounting of DESIGN.md §4.
+    # Finite termination bound, and the accounting of docs/design.md, "Measures".
     N, K = system.num_intervals, system.steps_per_interval
     assert 1 <= sol.iterations <= N
     assert sol.depth >= sol.iterations * K
@@ -33,7 +33,7 @@ def test_every_strategy_converges_to_sequential(problem, jacobian, window):
 @pytest.mark.parametrize("jacobian", STRATEGIES)
 @pytest.mark.parametrize("window", [None, 3])
 def test_finite_termination_first_k_points_exact(jacobian, window):
-    """After k iterations X_1 … X_k are exact (DESIGN.md §1, fact 1), whatever A_n is."""
+    """After k iterations X_1 … X_k are exact (docs/design.md, "The banded system", fact 1), whatever A_n is."""
     system = vdp_system(n=12, t_end=4.0)
     seq = pitsolve.sequential(system).ys
     for k in (1, 2, 4, 7):

@@ -10,7 +10,7 @@ random ``p ≤ N``:
 
 1. a solve with the default ``max_iters`` (N) always ends converged and its
    answer is the sequential one within the bound :func:`error_bound` derives
-   from the stopping rule (DESIGN.md §1 facts 1 and 5);
+   from the stopping rule (docs/design.md, "The banded system" facts 1 and 5);
 2. the history shows finite termination: at most N sweeps, the accepted front
    advances by at least one point per sweep, window slides included;
 3. stopping before the sweeps the solve needs is never reported as
@@ -289,7 +289,7 @@ def describe(problem, options) -> str:
 
 
 def check_history(sol: pitsolve.Solution, N: int, what: str) -> None:
-    """Finite termination as the history records it (DESIGN.md §1 fact 1)."""
+    """Finite termination as the history records it (docs/design.md, "The banded system" fact 1)."""
     k = sol.iterations
     assert 1 <= k <= N, what
     assert len(sol.accepted) == len(sol.window_starts) == len(sol.residuals) == k, what

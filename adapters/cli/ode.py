@@ -17,7 +17,7 @@ one.  Every solve is timed after an untimed warm-up run, in this process,
 as the fastest of ``--repeats`` identical runs.
 On a CPU the batched sweep is not spread over devices, so the wall-time
 ratio measures overheads as much as parallelism; depth is the figure that
-bounds the speed-up on parallel hardware (DESIGN.md §4).
+bounds the speed-up on parallel hardware (docs/design.md, "Measures").
 
 Saved in ``--out``: ``stats.json`` (the header of :mod:`.record`: the command
 line, versions, threads and settings; then the table, plus the error after

@@ -1,4 +1,4 @@
-"""A diffusion sampler as a banded system (paper Eq. 7–8 with DESIGN.md §2)."""
+"""A diffusion sampler as a banded system (paper Eq. 7–8; docs/design.md, "Diffusion samplers")."""
 
 from __future__ import annotations
 

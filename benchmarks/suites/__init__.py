@@ -30,7 +30,7 @@ the tables; ``"status"`` says whether a solve converged (``"CONVERGED"``,
 
 Measurement helpers shared by the suites are below: :func:`alternate` times a
 baseline and its contenders in one process, interleaved, and
-:func:`relative_rms` is the error measure of DESIGN.md §4.
+:func:`relative_rms` is the error measure of docs/design.md, "Measures".
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def load(name: str):
 
 # -- measurement -----------------------------------------------------------------------------------------
 def relative_rms(a, b) -> float:
-    """``RMS(a − b) / RMS(b)``: the error vs the sequential solve (DESIGN.md §4); tuples are concatenated."""
+    """``RMS(a − b) / RMS(b)``: the error vs the sequential solve (docs/design.md, "Measures"); tuples are concatenated."""
     if isinstance(a, tuple):
         a = torch.cat([p.reshape(-1) for p in a])
         b = torch.cat([p.reshape(-1) for p in b])

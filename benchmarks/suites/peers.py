@@ -32,7 +32,7 @@ RMS change is at most ``tolerance`` times that step's own noise std
 and also slides past the first failing point; ours when the RMS change is at
 most ``tol·σ_{t_n}`` (Eq. 14), sliding past the leading run of passing points.
 
-Measures (DESIGN.md §4).  Peer: ``iterations`` = its sweeps = UNet calls =
+Measures (docs/design.md, "Measures").  Peer: ``iterations`` = its sweeps = UNet calls =
 ``depth``; NFE = rows evaluated / images.  Ours: ``Solution`` fields,
 cross-checked by the wrapper (``ours_calls`` must equal ``ours_depth``).
 Error = relative RMS ``‖x − x_seq‖ / ‖x_seq‖``.  For each peer tolerance,

@@ -1,4 +1,4 @@
-"""The interface every Jacobian strategy implements (DESIGN.md §1 table)."""
+"""The interface every Jacobian strategy implements (docs/design.md, "The banded system")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["JacobianStrategy", "Sweep", "Cost"]
 
 @dataclass
 class Cost:
-    """Work and critical-path length in fine steps (DESIGN.md §4)."""
+    """Work and critical-path length in fine steps (docs/design.md, "Measures")."""
 
     nfe: int = 0
     depth: int = 0

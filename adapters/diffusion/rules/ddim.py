@@ -46,7 +46,7 @@ class DDIMRule(StepRule):
     ``n`` not dividing ``T_train`` (e.g. 30 of 1000), the stride lands between
     schedule points: Diffusers then moves the sample to the noise level of
     ``t − stride`` but calls the model at ``timesteps[i+1]`` next, so model
-    input and noise level disagree at every such step (a fault DESIGN.md §2
+    input and noise level disagree at every such step (a fault docs/design.md, "Diffusion samplers"
     names).  We follow the schedule, so ``x_{t'}`` has exactly the noise level
     the model is told.  At the last step both use the final ``ᾱ'`` (Diffusers
     only while the last timestep is below the stride, which holds except for
