@@ -1,7 +1,7 @@
 """What ``window="auto"`` picks for the digits model's samplers, and how stable the pick is.
 
 ``python -m benchmarks.auto_window`` builds each sampler's system (one image, seed 0, N = T) and runs the
-tuner ``--tunings`` times from an empty cache in one process (:func:`pitsolve._tuning.auto_window`),
+tuner ``--tunings`` times from an empty cache in one process (``pitsolve.solve(window="auto")``, cache cleared with :func:`pitsolve.extend.clear_tuning_cache`),
 recording the measured batch-cost curve ``c(p)`` and the chosen window each time.  The spread of the
 picks shows how much the timing noise of the device moves the choice.  Writes
 ``benchmarks/results/auto_window.{json,md}``.
@@ -25,7 +25,8 @@ SAMPLERS = (("DDPM-1000", "ddpm", 1000), ("DDIM-50", "ddim", 50), ("DDIM-25", "d
 
 
 def measure(tunings: int) -> list:
-    from pitsolve import _execution, _tuning
+    import pitsolve
+    from pitsolve.extend import clear_tuning_cache
     from pitsolve.adapters.cli.models import make_scheduler
     from pitsolve.adapters.diffusers import build_system
     from pitsolve.adapters.digits import load_pipeline
@@ -36,17 +37,17 @@ def measure(tunings: int) -> list:
     for name, kind, T in SAMPLERS:
         system = build_system(unet, make_scheduler(kind, pipe.scheduler), num_inference_steps=T,
                               shape=(1, 1, 16, 16), generator=torch.Generator().manual_seed(0))
-        executor = _execution.resolve(None, None)
-        system = executor.start(system, {})
         for k in range(tunings):
-            _tuning._CACHE.clear()
-            window, info = _tuning.auto_window(system, executor, T)
+            clear_tuning_cache()
+            # One sweep is enough: window="auto" times the batch-cost curve before it.
+            with torch.no_grad():
+                info = pitsolve.solve(system, "identity", window="auto", max_iters=1, throw=False).tuning
+            window = info["window"]
             rows.append({"sampler": name, "N": T, "tuning": k + 1, "window": window,
                          "latency_sweeps": info["latency_sweeps"],
                          "curve_ms": [[p, 1e3 * t] for p, t in info["curve"]]})
             print(f"{name:9} tuning {k + 1}: window {window:4d}  "
                   + " ".join(f"{p}:{1e3 * t:.1f}" for p, t in info["curve"]), flush=True)
-        executor.close()
     return rows
 
 

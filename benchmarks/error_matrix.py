@@ -54,6 +54,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import _record
+from .suites.ode import AllenCahn, lorenz  # the ode suite's problems
 
 OUT = Path(__file__).resolve().parent / "results"
 DT = torch.float64
@@ -76,11 +77,6 @@ def van_der_pol(mu: float):
     return f
 
 
-def lorenz(t, y, sigma=10.0, rho=28.0, beta=8.0 / 3.0):
-    x, v, z = y[0], y[1], y[2]
-    return torch.stack([sigma * (v - x), x * (rho - z) - v, x * v - beta * z])
-
-
 class Linear:
     """``y' = A y``."""
 
@@ -89,17 +85,6 @@ class Linear:
 
     def __call__(self, t, y):
         return self.A.to(y) @ y
-
-
-class AllenCahn:
-    """``u_t = ε u_xx + u − u³`` on a periodic grid (the ``ode`` suite's problem)."""
-
-    def __init__(self, points=32, eps=0.015):
-        self.eps, self.dx2 = eps, (1.0 / points) ** 2
-
-    def __call__(self, t, u):
-        lap = (torch.roll(u, 1, 0) - 2 * u + torch.roll(u, -1, 0)) / self.dx2
-        return self.eps * lap + u - u**3
 
 
 def _grid(t_end: float, N: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ over the ranks of ``torch.distributed`` (:mod:`pitsolve.distributed`).
 True
 """
 
-from . import distributed, initializers, jacobians
+from . import distributed, extend, initializers, jacobians
 from ._brownian import GridBrownian
 from ._convenience import odeint, sdeint
 from ._errors import (
@@ -56,6 +56,7 @@ __all__ = [
     "jacobians",
     "initializers",
     "distributed",
+    "extend",
     "Executor",
     "LocalExecutor",
     "MultiDeviceExecutor",

@@ -92,14 +92,14 @@ class ErrorBound:
     Attributes:
         front: ``E`` of the newest accepted point (the anchor of the window).
         largest: the largest ``E`` over the accepted points.
-        gain: the product of the gains ``ρ_n`` over the accepted intervals.
+        gain_total: the product of the gains ``ρ_n`` over the accepted intervals.
     """
 
     def __init__(self, system: BandedSystem, tol: float, N: int, spend: float = SPEND):
         self.system, self.tol, self.N, self.spend = system, float(tol), N, spend
         self.front = 0.0
         self.largest = 0.0
-        self.gain = 1.0
+        self.gain_total = 1.0
         self.rho_ref = 1.0
         # The newest sweep's input rows and their Φ, for the secants: (start, x [p+1, D], fx [p, D]).
         self._prev: Optional[Tuple[int, torch.Tensor, torch.Tensor]] = None
@@ -111,12 +111,15 @@ class ErrorBound:
         """The largest estimate point ``n`` may have: ``κ·tol·(f + (1−f)·n/N)``."""
         return SAFETY * self.tol * (self.spend + (1.0 - self.spend) * n / self.N)
 
-    def gains(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """``ρ`` of the window's intervals ``start … start+p−1`` ``[p]`` (float64, on the CPU)."""
-        p = fx.shape[0]
-        rho = torch.full((p,), float("nan"), dtype=torch.float64)
+    def gain(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor) -> float:
+        """``ρ`` of the window's intervals: the median of the secant gains against the previous sweep, at least 1.
+
+        One gain for the window: single secants are noisy, and a direction the iterates happened to
+        move in may contract while the error's does not.  Without secants the last value stands.
+        """
         if self._prev is not None:
             s0, xp, fxp = self._prev
+            p = fx.shape[0]
             lo, hi = max(start, s0), min(start + p, s0 + fxp.shape[0])
             if hi > lo:
                 a, b = slice(lo - start, hi - start), slice(lo - s0, hi - s0)
@@ -125,13 +128,9 @@ class ErrorBound:
                 out = self.system.checked_error_ratio(fx[a], fxp[b], idx + 1).detach().to("cpu", torch.float64)
                 # Secants over moves beyond LINEAR (in the measure) see the flow's curvature, not its gain.
                 ok = (moved > self._tiny) & (moved <= LINEAR) & torch.isfinite(out) & torch.isfinite(moved)
-                rho[a] = torch.where(ok, out / moved.clamp_min(self._tiny), rho[a])
-        seen = rho[torch.isfinite(rho)]
-        if seen.numel():
-            self.rho_ref = max(1.0, float(seen.median()))
-        # One gain for the window: the median of its secants (single secants are noisy, and a
-        # direction the iterates happened to move in may contract while the error's does not).
-        return torch.full_like(rho, self.rho_ref)
+                if bool(ok.any()):
+                    self.rho_ref = max(1.0, float((out[ok] / moved[ok]).median()))
+        return self.rho_ref
 
     def run(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor,
             finite: torch.Tensor) -> Tuple[int, torch.Tensor]:
@@ -142,31 +141,27 @@ class ErrorBound:
         """
         p = fx.shape[0]
         beta = self.system.checked_error_ratio(x[1:], fx, indices + 1).detach().to("cpu", torch.float64)
-        beta = torch.where(finite.cpu(), beta, torch.full_like(beta, float("inf")))
+        fin = finite.cpu()
+        beta = torch.where(fin, beta, torch.full_like(beta, float("inf")))
         beta = torch.where(beta <= self._roundoff, torch.zeros_like(beta), beta)
-        rho = self.gains(start, x, fx, indices)
+        rho = self.gain(start, x, fx, indices)
         self._prev = (start, x.detach(), fx.detach())
-        e, j = self.front, 0
-        betas, rhos = beta.tolist(), rho.tolist()
-        accepted = [self.front]
+        e, j, largest = self.front, 0, self.front
+        betas, fin = beta.tolist(), fin.tolist()
         while j < p - 1:
-            nxt = rhos[j] * e + betas[j]  # E of input point start+j+1
+            nxt = rho * e + betas[j]  # E of input point start+j+1
             n = start + j + 1
             # The error grows with the gain over the intervals still to come: anticipate it.
-            ahead = math.exp(min((self.N - n) * math.log(self.rho_ref), 700.0))
+            ahead = math.exp(min((self.N - n) * math.log(rho), 700.0))
             # A point with no defect (round-off) adds nothing: accept it even when the error inherited
             # from earlier points already fills the budget (nothing can shrink that any more).
-            if not (nxt * ahead <= self.budget(n) or betas[j] == 0.0) or not bool(finite[j + 1]):
+            if not (nxt * ahead <= self.budget(n) or betas[j] == 0.0) or not fin[j + 1]:
                 break
-            e = nxt
-            accepted.append(e)
-            j += 1
+            e, largest, j = nxt, max(largest, nxt), j + 1
         # Φ of the last accepted point is exact (zero defect): the point after the run.
-        e = rhos[j] * e
-        accepted.append(e)
-        self.front = e
-        self.largest = max(self.largest, max(accepted))
-        self.gain *= math.prod(rhos[: j + 1])
+        self.front = rho * e
+        self.largest = max(self.largest, largest, self.front)
+        self.gain_total *= rho ** (j + 1)
         return j, beta.to(x.dtype)
 
     def advance_exact(self, shift: int, gain: float) -> None:
@@ -176,5 +171,5 @@ class ErrorBound:
         """
         factor = gain ** shift
         self.front *= factor
-        self.gain *= factor
+        self.gain_total *= factor
         self.largest = max(self.largest, self.front)

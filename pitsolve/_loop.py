@@ -341,7 +341,6 @@ class Loop:
             f.history["residuals"].append(0.0)
             f.history["accepted"].append(f.start)
             self.bar.update(1)
-            f.x = x
         f.x = x
         if f.start >= self.N:
             f.status = Status.CONVERGED
@@ -366,7 +365,7 @@ class Loop:
         estimate = None if bound is None else bound.largest
         message = f.status.value.format(N=N, iterations=f.iterations, accepted=f.start, tol=self.tol,
                                         estimate=estimate if estimate is not None else math.nan,
-                                        gain=bound.gain if bound is not None else math.nan)
+                                        gain=bound.gain_total if bound is not None else math.nan)
         return Solution(
             ys=self.spec.trajectory(self.ys),
             converged=f.status is Status.CONVERGED,

@@ -166,7 +166,7 @@ class BandedSystem(abc.ABC):
 
         Must return a *new* system whose tensors and modules live on
         ``device`` and leave ``self`` untouched; ``nn.Module`` parts are moved
-        with :func:`pitsolve._devices.to_device` (shared when already there,
+        with :func:`pitsolve.extend.to_device` (shared when already there,
         else copied).  The default raises: a system says how it is moved.
         """
         raise InputTypeError(

@@ -7,8 +7,7 @@ from typing import Optional
 import torch
 
 from pitsolve import InputTypeError, InputValueError
-from pitsolve._devices import digest, replica
-from pitsolve._grid import as_integer
+from pitsolve.extend import as_integer, digest, replica
 
 __all__ = ["UNetModel"]
 
@@ -84,7 +83,7 @@ class UNetModel:
 
     def to(self, device) -> "UNetModel":
         """A copy on ``device`` (for a replica of the system): the UNet moved with
-        :func:`pitsolve._devices.to_device` (shared where it already lives), conditioning moved."""
+        :func:`pitsolve.extend.to_device` (shared where it already lives), conditioning moved."""
         new = replica(self, device, ("unet", "class_labels", "cond", "uncond"))
         new.calls = 0
         return new

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from pitsolve import InputTypeError, InputValueError
-from pitsolve._grid import as_integer
+from pitsolve.extend import as_integer
 
 from ..diffusion.predictions import SampleClipping
 from ..diffusion.rules import DDIMRule, DDPMRule, DPMSolverMultistepRule, StepRule

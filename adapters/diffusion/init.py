@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pitsolve import InputTypeError, InputValueError
-from pitsolve._grid import as_integer
+from pitsolve.extend import as_integer
 from pitsolve.initializers import Initializer
 
 from .system import DiffusionSystem

@@ -8,8 +8,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from pitsolve import BandedSystem, InputTypeError, InputValueError
-from pitsolve._devices import digest, replica
-from pitsolve._grid import as_integer, check_positive_int
+from pitsolve.extend import as_integer, check_positive_int, digest, replica
 
 __all__ = ["DiffusionSystem", "interval_boundaries", "DEFAULT_SCALE_FLOOR"]
 
@@ -191,7 +190,7 @@ class DiffusionSystem(BandedSystem):
         """A replica on ``device`` for ``solve(..., devices=[...])``; ``self`` is not modified.
 
         Latents, noise and tables are moved; the model is moved with
-        :func:`pitsolve._devices.to_device`: an ``nn.Module`` (or a wrapper such
+        :func:`pitsolve.extend.to_device`: an ``nn.Module`` (or a wrapper such
         as :class:`~pitsolve.adapters.diffusers.UNetModel` with its own ``to``)
         is shared where it already lives and copied elsewhere.  The rule is
         pure and device-agnostic, so replicas share it.
