@@ -232,7 +232,7 @@ class DiffusionSystem(BandedSystem):
         return [x_next, x0, *history]
 
     def _call_model(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, self._timesteps[step])
+        out = self.model(self.rule.scale_model_input(x, step), self._timesteps[step])
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             raise InputValueError(
                 f"the model returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__} "

@@ -17,17 +17,27 @@ History = Tuple[torch.Tensor, ...]
 
 
 def _as_timesteps(timesteps) -> torch.Tensor:
+    """``[T]`` model timesteps: integers (DDPM grids) as ``long``, floats (Karras σ, flow-matching t) as float64."""
     ts = torch.as_tensor(timesteps)
-    if ts.ndim != 1 or ts.numel() == 0 or ts.is_floating_point() or ts.is_complex() or ts.dtype == torch.bool:
+    if ts.ndim != 1 or ts.numel() == 0 or ts.is_complex() or ts.dtype == torch.bool:
         raise InputValueError(
-            f"timesteps must be a non-empty 1-D integer tensor in sampling order, got shape {tuple(ts.shape)} "
-            f"and dtype {ts.dtype}."
+            f"timesteps must be a non-empty 1-D integer or float tensor in sampling order, got shape "
+            f"{tuple(ts.shape)} and dtype {ts.dtype}."
         )
+    if ts.is_floating_point():
+        if not bool(torch.isfinite(ts).all()):
+            raise InputValueError(f"timesteps must be finite, got {ts.tolist()}.")
+        return ts.detach().to("cpu", torch.float64).clone()
     return ts.detach().to("cpu", torch.long).clone()
 
 
 def check_train_timesteps(timesteps: torch.Tensor, num_train_timesteps: int) -> None:
-    """Raise unless ``timesteps`` strictly decrease inside ``[0, num_train_timesteps)``."""
+    """Raise unless ``timesteps`` are integers strictly decreasing inside ``[0, num_train_timesteps)``."""
+    if timesteps.is_floating_point():
+        raise InputValueError(
+            f"timesteps must be integer training timesteps (they index alphas_cumprod), got floats "
+            f"{timesteps[:4].tolist()}…; pass an integer grid, or a rule for continuous timesteps."
+        )
     lo, hi = int(timesteps.min()), int(timesteps.max())
     if lo < 0 or hi >= num_train_timesteps:
         raise InputValueError(
@@ -53,7 +63,8 @@ class StepRule(abc.ABC):
     computed in float64 and rounded once.
     """
 
-    #: ``[T]`` model timesteps in sampling order (what the model is called with at step ``i``).
+    #: ``[T]`` model timesteps in sampling order (what the model is called with at step ``i``):
+    #: ``long`` for integer grids, float64 for continuous ones (Karras σ, flow matching).
     timesteps: torch.Tensor
     #: ``T``.
     num_steps: int
@@ -119,6 +130,13 @@ class StepRule(abc.ABC):
 
         The posterior ``q(x_{t_{i+1}} | x_{t_i}, x̂_0)`` of the paper's Eq. 15/17, at no model cost.
         """
+
+    def scale_model_input(self, x: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:
+        """The model's input for rows ``x`` at steps ``step_index`` (Diffusers' ``scale_model_input``).
+
+        Identity by default; σ-parametrised samplers (Euler, Heun, LMS, …) divide by ``√(σ² + 1)``.
+        """
+        return x
 
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
