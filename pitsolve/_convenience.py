@@ -16,34 +16,89 @@ from ._state import State
 __all__ = ["odeint", "sdeint"]
 
 
+#: torchdiffeq's fixed-grid ``options`` and what pitsolve does with them.
+_FIXED_OPTIONS = ("step_size",)
+
+
 def odeint(
     func: Callable,
     y0: State,
     t: torch.Tensor,
     *,
-    method: str = "rk4",
-    substeps: int = 1,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: Optional[str] = None,
+    options: Optional[dict] = None,
+    substeps: Optional[int] = None,
+    batched_func: bool = False,
+    func_dtype: Optional[torch.dtype] = None,
     jacobian="identity",
     window: Optional[int] = None,
     tol: float = DEFAULT_TOL,
     max_iters: Optional[int] = None,
     init=None,
-    atol: float = 1.0,
-    rtol: float = 1.0,
+    guard=True,
+    stopping: str = "error",
+    devices=None,
+    executor=None,
     progress: bool = False,
 ) -> State:
-    """Like ``torchdiffeq.odeint(func, y0, t, method=method)`` on a fixed grid, solved in parallel.
+    """``torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options)``, in parallel.
 
-    Each interval ``[t[n], t[n+1]]`` is one ``Φ_n`` of ``substeps`` steps of
-    ``method``.  Returns the solution at ``t``, shape ``[len(t), *y0.shape]``
-    (a tuple for tuple states), equal to the sequential solve within ``tol``.
-    Raises :class:`~pitsolve.ConvergenceError` if the solve does not converge;
-    build an :class:`~pitsolve.ODESystem` and call :func:`~pitsolve.solve` for
-    the full :class:`~pitsolve.Solution`.
+    The call shape is torchdiffeq's, default method included (``dopri5``):
+
+    * adaptive methods (``dopri5``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``)
+      integrate each interval ``[t[n], t[n+1]]`` with their own step control
+      per point; ``rtol``/``atol`` are the integration tolerances and
+      ``options`` takes ``first_step``, ``safety``, ``ifactor``, ``dfactor``
+      and ``max_num_steps`` (per interval here);
+    * fixed-grid methods (``euler``, ``midpoint``, ``heun2``, ``heun3``,
+      ``rk4``, ``explicit_adams``' one-step relatives…) take
+      ``options=dict(step_size=h)`` (``h`` must divide every interval of
+      ``t`` the same number of times) or ``substeps=K``; ``rtol``/``atol`` are
+      ignored, as torchdiffeq ignores them.
+
+    ``tol`` is the parallel solve's own stopping rule (the result is within
+    ``tol`` of :func:`~pitsolve.sequential` of the same system, see
+    :func:`~pitsolve.solve`), independent of the integration accuracy.  The
+    parallel options (``jacobian``, ``window``, ``tol``, ``max_iters``,
+    ``init``, ``guard``, ``stopping``, ``devices``, ``executor``,
+    ``progress``) are :func:`~pitsolve.solve`'s, and ``batched_func``,
+    ``func_dtype`` :class:`~pitsolve.ODESystem`'s.  Returns the solution at
+    ``t``, ``[len(t), *y0.shape]`` (a tuple for tuple states).  Raises
+    :class:`~pitsolve.ConvergenceError` if the solve does not converge; build
+    an :class:`~pitsolve.ODESystem` and call :func:`~pitsolve.solve` for the
+    full :class:`~pitsolve.Solution`.
     """
-    system = ODESystem(func, y0, t, method=method, substeps=substeps, atol=atol, rtol=rtol)
+    from ._adaptive import ADAPTIVE_METHODS
+
+    method = "dopri5" if method is None else method
+    if options is not None and not isinstance(options, dict):
+        raise InputTypeError(f"options={options!r} is not a dict; pass e.g. options=dict(step_size=0.01) or None.")
+    if method in ADAPTIVE_METHODS:
+        if substeps is not None:
+            raise InputValueError(
+                f"substeps={substeps} with the adaptive method {method!r}: its step control picks the steps; "
+                "pass rtol/atol (or options=dict(first_step=...)), or a fixed-grid method such as 'rk4'."
+            )
+        kwargs = dict(rtol=rtol, atol=atol, options=options)
+    else:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_FIXED_OPTIONS))
+        if unknown:
+            raise InputValueError(
+                f"options {unknown} are not supported for the fixed-grid method {method!r}; supported: "
+                f"{list(_FIXED_OPTIONS)} (grid_constructor: pitsolve's grid is t refined by substeps, the "
+                "same in every interval; perturb: only for event handling, which pitsolve does not do)."
+            )
+        step = options.get("step_size")
+        if step is not None:
+            substeps = _substeps_from_dt(t, step, substeps, name="options['step_size']")
+        kwargs = dict(substeps=1 if substeps is None else substeps)
+    system = ODESystem(func, y0, t, method=method, batched_func=batched_func, func_dtype=func_dtype, **kwargs)
     return solve(
-        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress
+        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard, stopping=stopping,
+        devices=devices, executor=executor, progress=progress,
     ).ys
 
 
@@ -87,25 +142,25 @@ def sdeint(
     ).ys
 
 
-def _substeps_from_dt(ts, dt, substeps) -> int:
+def _substeps_from_dt(ts, dt, substeps, name: str = "dt") -> int:
     if dt is None:
         return 1 if substeps is None else substeps
     if substeps is not None:
-        raise InputValueError(f"dt={dt} and substeps={substeps} both given; pass one of them.")
+        raise InputValueError(f"{name}={dt} and substeps={substeps} both given; pass one of them.")
     if not isinstance(ts, torch.Tensor) or ts.dim() != 1 or ts.numel() < 2:
         raise InputValueError("ts must be a 1-D tensor of at least two times.")
-    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
-        raise InputValueError(f"dt={dt!r} must be a positive finite number.")
+    if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
+        raise InputValueError(f"{name}={dt!r} must be a positive finite number.")
     ratios = (ts[1:] - ts[:-1]).abs() / dt
     k = ratios.round()
     if not torch.allclose(ratios, k, rtol=1e-9, atol=1e-9) or (k < 1).any():
         raise InputValueError(
-            f"dt={dt} does not divide every interval of ts (intervals/dt = {ratios.tolist()[:6]}...); "
+            f"{name}={dt} does not divide every interval of ts (intervals/dt = {ratios.tolist()[:6]}...); "
             "pass a dt that does, or substeps=K for K steps per interval."
         )
     if (k != k[0]).any():
         raise InputValueError(
-            f"dt={dt} gives different step counts per interval ({sorted(set(k.long().tolist()))}); "
+            f"{name}={dt} gives different step counts per interval ({sorted(set(k.long().tolist()))}); "
             "pitsolve runs the same number of steps in every interval: use a uniform ts or substeps=K."
         )
     return int(k[0])

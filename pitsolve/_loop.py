@@ -137,11 +137,13 @@ class Loop:
         self._jacobian = None
         if tangents is None:
             out = self.executor.propagate(rows, ids)
-            self.cost.nfe += self.system.interval_cost(ids)
+            depth, nfe = self.system.call_cost(ids)
         else:
             out, self._jacobian = self._propagate_with_jacobian(rows, ids, f.p, tangents)
-        self.cost.depth += self.K
-        self._charged = self.K
+            depth, nfe = self.system.call_cost(self._wave_ids)
+        self.cost.nfe += nfe
+        self.cost.depth += depth
+        self._charged = depth
         fx = out[: f.p]
         if f.iterations == 1:
             self._probe = (indices[0], f.x[0].clone(), fx[0].clone())
@@ -166,7 +168,7 @@ class Loop:
         if p > 1:
             tv[int(first[1]) : int(first[1]) + (p - 1) * m] = tangents.to(xs).repeat(p - 1, 1)
         y, jv = self.executor.jvp(xs, xi, tv)
-        self.cost.nfe += self.system.interval_cost(xi)
+        self._wave_ids = xi
         jac = torch.zeros((p, D, m), dtype=y.dtype, device=y.device)
         if p > 1:
             block = jv[int(first[1]) : int(first[1]) + (p - 1) * m]
@@ -321,17 +323,18 @@ class Loop:
                 size = self.system.checked_error_ratio(x + v, x, idx).clamp_min(torch.finfo(spec.dtype).tiny)
                 pert = x + (h / size).view(-1, 1) * v
                 out = self.executor.propagate(torch.cat([x, pert]), idx.repeat(2))
-                self.cost.nfe += 2 * self.system.interval_cost(idx)
+                depth, nfe = self.system.call_cost(idx.repeat(2))
                 x, image = out[:1], out[1:]
                 gain = float(self.system.checked_error_ratio(image, x, idx + 1)[0]) / h
                 v = image - x
                 bound.advance_exact(1, gain if math.isfinite(gain) else math.inf)
             else:
                 x = self.executor.propagate(x, idx)
-                self.cost.nfe += self.system.interval_cost(idx)
+                depth, nfe = self.system.call_cost(idx)
                 if bound is not None:
                     bound.advance_exact(1, 1.0)
-            self.cost.depth += self.K
+            self.cost.nfe += nfe
+            self.cost.depth += depth
             if not bool(torch.isfinite(x).all()):
                 f.status = Status.NONFINITE
                 break

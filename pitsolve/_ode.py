@@ -11,13 +11,14 @@ from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from ._adaptive import ADAPTIVE_METHODS, TABLEAUX, AdaptiveOptions, AdaptiveStats, integrate
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError, PitsolveError
 from ._grid import check_grid, check_positive_int, check_tolerances
 from ._state import State, StateSpec, _map
 from ._system import BandedSystem
 
-__all__ = ["ODESystem", "FIXED_GRID_METHODS"]
+__all__ = ["ODESystem", "FIXED_GRID_METHODS", "ADAPTIVE_METHODS"]
 
 #: torchdiffeq's fixed-grid one-step methods: Φ_n is then a function of X_n alone.
 FIXED_GRID_METHODS = tuple(
@@ -52,11 +53,21 @@ class ODESystem(BandedSystem):
         t: 1-D tensor of the N+1 interval boundaries, strictly increasing or
             decreasing, same dtype and device as ``y0``.
         method: a fixed-grid one-step method of torchdiffeq
-            (:data:`FIXED_GRID_METHODS`).
+            (:data:`FIXED_GRID_METHODS`), or an adaptive embedded pair
+            (:data:`ADAPTIVE_METHODS`: ``dopri5``, ``bosh3``, ``fehlberg2``,
+            ``adaptive_heun``) that integrates each interval with its own
+            step control per row (:mod:`pitsolve._adaptive`; docs/odes.md).
         substeps: fine steps per interval (K); the fine grid has N·K steps.
-        atol, rtol: the error scale of the stopping rule (Eq. 14),
-            ``s_n = atol + rtol·|X_n|`` elementwise; ``solve(tol=δ)`` accepts a
-            point when ``RMS(ΔX_n / s_n) ≤ δ``.
+            Fixed-grid methods only.
+        atol, rtol: fixed-grid methods: the error scale of the stopping rule
+            (Eq. 14), ``s_n = atol + rtol·|X_n|`` elementwise; ``solve(tol=δ)``
+            accepts a point when ``RMS(ΔX_n / s_n) ≤ δ`` (default 1, 1).
+            Adaptive methods: the integration tolerances, as in torchdiffeq
+            (default ``rtol=1e-7``, ``atol=1e-9``); the stopping rule's scale
+            is then ``1 + |X_n|``.
+        options: adaptive methods: torchdiffeq's step-control options
+            ``first_step``, ``safety``, ``ifactor``, ``dfactor``,
+            ``max_num_steps``.
         batched_func: whether ``func`` is already batched over intervals.
         func_dtype: evaluate ``func`` in this precision (e.g.
             ``torch.bfloat16``): ``t`` and ``y`` are cast to it before each
@@ -73,24 +84,45 @@ class ODESystem(BandedSystem):
         *,
         method: str = "rk4",
         substeps: int = 1,
-        atol: float = 1.0,
-        rtol: float = 1.0,
+        atol: Optional[float] = None,
+        rtol: Optional[float] = None,
         batched_func: bool = False,
         func_dtype: Optional[torch.dtype] = None,
+        options: Optional[dict] = None,
     ):
         if not callable(func):
             raise InputTypeError(f"func is a {type(func).__name__}, not callable; pass func(t, y).")
         self._spec = StateSpec.of(y0, "y0")
         self.t = check_grid(t, self._spec)
-        if not isinstance(method, str) or method not in FIXED_GRID_METHODS:
+        if not isinstance(method, str) or method not in FIXED_GRID_METHODS + ADAPTIVE_METHODS:
             raise InputValueError(
-                f"method={method!r} is not a fixed-grid one-step torchdiffeq method; "
-                f"choose one of {list(FIXED_GRID_METHODS)} (adaptive methods pick their own "
-                "steps and multistep methods carry history across intervals)."
+                f"method={method!r} is not a method pitsolve integrates per interval; choose a fixed-grid "
+                f"one-step method {list(FIXED_GRID_METHODS)} or an adaptive one {list(ADAPTIVE_METHODS)} "
+                "(multistep methods carry history across intervals; dopri8 is not implemented: use dopri5)."
             )
         self.method = method
+        self.adaptive = method in ADAPTIVE_METHODS
         self.substeps = check_positive_int(substeps, "substeps")
-        self.atol, self.rtol = check_tolerances(atol, rtol)
+        if self.adaptive:
+            if self.substeps != 1:
+                raise InputValueError(
+                    f"substeps={substeps} with the adaptive method {method!r}: its step control picks the steps; "
+                    "pass rtol/atol (and options=dict(first_step=...)) instead, or a fixed-grid method."
+                )
+            rtol, atol = check_tolerances(1e-9 if atol is None else atol, 1e-7 if rtol is None else rtol)[::-1]
+            if options is not None and not isinstance(options, dict):
+                raise InputTypeError(f"options={options!r} is not a dict; pass e.g. options=dict(first_step=1e-3).")
+            self.control = AdaptiveOptions.from_options(rtol, atol, options)
+            self.stats = AdaptiveStats()
+            self.atol, self.rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|
+            self._pitsolve_reverse_jvp = True  # data-dependent step control: forward mode cannot trace it
+        else:
+            if options:
+                raise InputValueError(
+                    f"options={options!r} are step-control options of adaptive methods; the fixed-grid method "
+                    f"{method!r} takes substeps=K (or odeint's options=dict(step_size=...))."
+                )
+            self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
         self.func = func
         self.batched_func = bool(batched_func)
         if func_dtype is not None and not (isinstance(func_dtype, torch.dtype) and func_dtype.is_floating_point):
@@ -118,14 +150,21 @@ class ODESystem(BandedSystem):
 
     @property
     def steps_per_interval(self) -> int:  # type: ignore[override]
-        return self.substeps
+        """Fine steps of one ``Φ_n``; adaptive methods: the lock-step waves of the latest call (depth)."""
+        return max(self.stats.waves, 1) if self.adaptive else self.substeps
+
+    def call_cost(self, indices: torch.Tensor):
+        """Adaptive methods: the latest call's lock-step waves (depth) and its rows' step attempts (NFE)."""
+        if self.adaptive and len(self.stats.row_steps) == int(indices.numel()):
+            return self.stats.waves, int(sum(self.stats.row_steps))
+        return super().call_cost(indices)
 
     def propagate(self, states: State, indices: torch.Tensor) -> State:
         return self._integrate(states, indices, self._s)
 
     def coarse_propagate(self, states: State, indices: torch.Tensor) -> State:
-        """One step of the fine method over the whole interval."""
-        return self._integrate(states, indices, self._s_coarse)
+        """One step of the fine method over the whole interval (adaptive methods: one ``rk4`` step)."""
+        return self._integrate(states, indices, self._s_coarse, coarse=True)
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * states[:, self.monitored].abs()
@@ -185,16 +224,31 @@ class ODESystem(BandedSystem):
                     "return it on y's device (e.g. create constants with .to(y))."
                 )
 
-    def _integrate(self, states: State, indices: torch.Tensor, s: torch.Tensor) -> State:
+    def _integrate(self, states: State, indices: torch.Tensor, s: torch.Tensor, coarse: bool = False) -> State:
         ta = self.t[indices]
         h = self.t[indices + 1] - ta
+        if self.adaptive and not coarse:
+            return self._adaptive(states, indices, ta, h)
 
         def rescaled(si, y):
             dy = self._batched(ta + si * h, y)
             return _map(lambda d: d * h.view(-1, *([1] * (d.dim() - 1))), dy)
 
-        out = torchdiffeq.odeint(rescaled, states, s, method=self.method)
+        out = torchdiffeq.odeint(rescaled, states, s, method="rk4" if self.adaptive else self.method)
         return _map(lambda o: o[-1], out)
+
+    def _adaptive(self, states: State, indices: torch.Tensor, ta: torch.Tensor, h: torch.Tensor) -> State:
+        """``Φ`` of each row by the adaptive method, its own step control per row (:mod:`pitsolve._adaptive`)."""
+        spec = self._spec
+
+        def f(rows: torch.Tensor, si: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            """``dy/ds = h·func(t_0 + s·h, y)`` for the rows ``rows`` of the call."""
+            t0, hh = ta[rows], h[rows]
+            d = self._batched(t0 + si * hh, spec.unflatten_batch(y))
+            return spec.flatten_batch(_map(lambda x: x * hh.view(-1, *([1] * (x.dim() - 1))), d))
+
+        out = integrate(f, spec.flatten_batch(states), h, TABLEAUX[self.method], self.control, self.stats)
+        return spec.unflatten_batch(out)
 
     def _check_func(self) -> None:
         """Call ``func`` once (batched) and compare its output with ``y0`` (torchsde's check_contract)."""

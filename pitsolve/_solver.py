@@ -199,7 +199,7 @@ def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool
         raise InputTypeError(f"system is a {type(system).__name__}; pass a pitsolve.BandedSystem.")
     spec = system.spec
     N = check_positive_int(system.num_intervals, "system.num_intervals")
-    steps = system.interval_cost(torch.arange(N, device=spec.device))
+    steps = 0
     if not isinstance(trajectory, bool):
         raise InputTypeError(f"trajectory={trajectory!r} must be True (keep X_0 … X_N) or False (X_0 and X_N only).")
     ys = torch.empty((N + 1 if trajectory else 2, spec.size), dtype=spec.dtype, device=spec.device)
@@ -208,6 +208,7 @@ def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool
         idx = torch.tensor([n], device=spec.device)
         i, j = (n, n + 1) if trajectory else (min(n, 1), 1)
         ys[j] = system.propagate_flat(ys[i : i + 1], idx)[0]
+        steps += system.call_cost(idx)[1]
         if not torch.isfinite(ys[j]).all():
             raise NonFiniteError(
                 f"the sequential solve produced NaN or Inf in interval {n} of {N}; "

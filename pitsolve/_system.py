@@ -160,6 +160,15 @@ class BandedSystem(abc.ABC):
         """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
         return int(indices.numel()) * self.checked_costs()[0]
 
+    def call_cost(self, indices: torch.Tensor) -> Tuple[int, int]:
+        """``(depth, nfe)`` in fine steps of the :meth:`propagate` call over ``indices`` that just ran.
+
+        Default: :attr:`steps_per_interval` and :meth:`interval_cost`.  A system
+        whose cost depends on the states (adaptive steps) reports what the call
+        took; the solve charges it after every call.
+        """
+        return self.checked_costs()[0], self.interval_cost(indices)
+
     # -- execution (docs/design.md, "Architecture"): replicas on other devices, fingerprints across ranks ---------
     def to(self, device) -> "BandedSystem":
         """A replica of this system on ``device``, for ``solve(..., devices=[...])``.

@@ -339,8 +339,9 @@ case("system-steps-nonpositive", "core", InputValueError,
 case("not-a-system", "core", InputTypeError, r"system is a str; pass a pitsolve\.BandedSystem such as ODESystem")(
     lambda tmp: pitsolve.solve("abc"))
 case("ode-method-unknown", "core", InputValueError,
-     r"method='dopri5' is not a fixed-grid one-step torchdiffeq method; choose one of \[.*'rk4'\]")(
-    lambda tmp: ODESystem(decay, ones(), grid(), method="dopri5"))
+     r"method='implicit_adams' is not a method pitsolve integrates per interval; choose a fixed-grid .*'rk4'.*"
+     r"or an adaptive one \[.*'dopri5'")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="implicit_adams"))
 case("substeps-zero", "core", InputValueError, r"substeps=0 must be >= 1")(
     lambda tmp: ODESystem(decay, ones(), grid(), substeps=0))
 case("tolerances-zero", "core", InputValueError,
