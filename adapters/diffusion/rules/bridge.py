@@ -277,6 +277,11 @@ class SchedulerBridgeRule(StepRule):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}.")
         name = type(scheduler).__name__
+        if not callable(getattr(type(scheduler), "step", None)):
+            raise UnsupportedScheduler(
+                f"{name} cannot be served by the generic bridge: it has no step(model_output, timestep, sample) "
+                "method. Supported classes are listed in docs/schedulers.md."
+            )
         step_params = inspect.signature(type(scheduler).step).parameters
         kwargs = {}
         if eta is not None:
@@ -293,10 +298,10 @@ class SchedulerBridgeRule(StepRule):
                 f"num_inference_steps={n} is larger than the scheduler's num_train_timesteps={trained}; "
                 f"pass num_inference_steps <= {trained}."
             )
-        fresh = type(scheduler).from_config(config)
         try:
+            fresh = type(scheduler).from_config(config)
             fresh.set_timesteps(n)
-        except (TypeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - any failure of a foreign scheduler's own set-up
             raise UnsupportedScheduler(
                 f"{name}.set_timesteps({n}) failed ({type(err).__name__}: {err}); the bridge calls set_timesteps "
                 "with num_inference_steps only. Use a scheduler config that needs no further arguments "
@@ -488,15 +493,19 @@ class SchedulerBridgeRule(StepRule):
         steps = torch.unique(idx).tolist()
         for i in steps:
             rows = slice(None) if len(steps) == 1 else (idx == i).nonzero().flatten()
-            sched = self._restore(i, [h[rows] for h in history])
+            # Copies (an index already copies; a full slice must be cloned): a step may update its inputs and
+            # its carried state in place (PNDM's cur_model_output += …), which must not reach the solver's iterate.
+            take = (lambda v: v.clone()) if len(steps) == 1 else (lambda v: v[rows])  # noqa: E731
+            sched = self._restore(i, [take(h) for h in history])
             tap = _Tap(noise=noise[rows] if bool(self._noise_flags[i]) else None)
             with _tap(tap):
-                res = sched.step(model_output[rows], self._t[i], x[rows], return_dict=True, **self._step_kwargs)
+                res = sched.step(take(model_output), self._t[i], take(x), return_dict=True, **self._step_kwargs)
             if bool(self._noise_flags[i]) and not tap.shapes:
                 raise InputValueError(f"{self.scheduler_class} drew no noise at step {i}, where its dry run drew.")
             x_next[rows] = res.prev_sample
             pred = getattr(res, "pred_original_sample", None)
             x0[rows] = pred if isinstance(pred, torch.Tensor) else self._convert(x[rows], model_output[rows], i)
+            # (x, model_output as given: a step that changed its copies in place does not change Eq. 16's inputs)
             after = self._layouts[i + 1]
             for k, lay in after.items():
                 value = sched.__dict__.get(k)
