@@ -230,3 +230,24 @@ def test_support_table_lists_every_class():
         assert f"| `{name}` |" in text, f"docs/schedulers.md misses {name}; run python -m pitsolve.adapters.diffusers.support"
     for name, rule_cls in REGISTRY.items():
         assert f"| `{name}` | hand-written rule ({rule_cls.__name__})" in text
+
+
+@pytest.mark.parametrize("name, kind", [("EulerDiscreteScheduler", "sigma"), ("UniPCMultistepScheduler", "vp"),
+                                        ("FlowMatchEulerDiscreteScheduler", "flow")])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_bridge_posterior_is_the_inverse_of_eq16(name, kind, prediction_type):
+    # The Eq. 17 posterior feeds the scheduler the model output whose x̂_0 (Eq. 16) is the given one.
+    if prediction_type not in prediction_types(name):
+        pytest.skip(f"{name} takes no prediction_type")
+    rule = rule_from_scheduler(make_scheduler(name, prediction_type), STEPS)
+    assert rule.parametrisation == kind and rule.has_posterior
+    g = torch.Generator().manual_seed(0)
+    x, x0 = torch.randn((STEPS, 2, 4, 4), generator=g), torch.randn((STEPS, 2, 4, 4), generator=g)
+    idx = torch.arange(STEPS)
+    out = rule._output_from_x0(x.double(), x0.double(), idx)
+    torch.testing.assert_close(rule._convert(x.double(), out, idx), x0.double(), rtol=1e-9, atol=1e-9)
+    # and the step's own pred_original_sample on that output is x0 (where the scheduler returns one)
+    hist = tuple(torch.zeros_like(x) for _ in range(rule.history_size))
+    _, _, pred = rule.step_and_denoise(x, out.float(), idx, hist, torch.zeros_like(x))
+    if rule._returns_x0:
+        torch.testing.assert_close(pred, x0, rtol=1e-4, atol=1e-4)

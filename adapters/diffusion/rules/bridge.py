@@ -417,11 +417,14 @@ class SchedulerBridgeRule(StepRule):
             if all(0 < c <= 1 for c in scales):  # c_in = 1/√(σ² + 1)
                 kind = "sigma"
                 sigma = (1 / torch.tensor(scales, dtype=torch.float64) ** 2 - 1).clamp_min(0).sqrt()
+                sigma = self._snap_to_tables(sigma)
                 alpha = torch.ones(T, dtype=torch.float64)
         elif flow:
             sigma = t.to(torch.float64) / float(config.get("num_train_timesteps", 1000))
             if bool(((sigma >= 0) & (sigma <= 1)).all()):
                 kind, alpha = "flow", 1 - sigma
+                if "prediction_type" not in config:  # FlowMatch schedulers: the model predicts the velocity
+                    self.prediction_type = "flow_prediction"
         elif isinstance(abar, torch.Tensor) and bool((t == t.round()).all()):
             ti = t.long()
             if int(ti.min()) >= 0 and int(ti.max()) < abar.numel():
@@ -429,7 +432,7 @@ class SchedulerBridgeRule(StepRule):
                 kind, alpha, sigma = "vp", abar.sqrt(), (1 - abar).sqrt()
         if kind is not None and self.prediction_type not in ("epsilon", "v_prediction", "sample", "flow_prediction"):
             kind = None
-        if kind == "flow" and self.prediction_type not in ("flow_prediction", "epsilon"):
+        if kind == "flow" and self.prediction_type not in ("flow_prediction", "epsilon", "sample"):
             kind = None
         self.parametrisation = kind
         self.has_posterior = kind is not None
@@ -438,6 +441,22 @@ class SchedulerBridgeRule(StepRule):
             return
         self._set_tables(p_alpha=alpha, p_sigma=sigma)
         self._sigma_boundary = torch.cat([sigma, sigma.new_zeros(1)])
+
+    def _snap_to_tables(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Each σ recovered from the float32 ``c_in`` replaced by the nearest entry of the scheduler's own σ tables.
+
+        ``σ = √(1/c² − 1)`` loses digits for large σ; the scheduler's ``sigmas``
+        (and KDPM2's ``sigmas_interpol``) hold the exact values it used.
+        """
+        tables = [v.detach().to("cpu", torch.float64).flatten() for k, v in vars(self._proto).items()
+                  if "sigma" in k and isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() > 1]
+        if not tables:
+            return sigma
+        table = torch.cat(tables)
+        table = table[torch.isfinite(table)]
+        nearest = table[(table[None, :] - sigma[:, None]).abs().argmin(dim=1)]
+        close = (nearest - sigma).abs() <= 1e-4 * sigma.abs().clamp_min(1.0)
+        return torch.where(close, nearest, sigma)
 
     def _self_check(self, run: Dict) -> None:
         """Replay the dummy run row by row and batched, under two global seeds; raise on any mismatch."""
@@ -561,8 +580,10 @@ class SchedulerBridgeRule(StepRule):
         p, kind = self.prediction_type, self.parametrisation
         if kind == "vp":
             return model_output_to_x0_eps(model_output, x, alpha, sigma, p)[0]
-        if kind == "flow":
-            return x - sigma * model_output if p != "epsilon" else (x - sigma * model_output) / alpha.clamp_min(1e-12)
+        if kind == "flow":  # x = (1 − σ) x_0 + σ ε, v = ε − x_0
+            if p == "flow_prediction":
+                return x - sigma * model_output
+            return (x - sigma * model_output) / alpha.clamp_min(1e-12) if p == "epsilon" else model_output
         if p == "epsilon":
             return x - sigma * model_output
         if p == "v_prediction":
@@ -580,10 +601,10 @@ class SchedulerBridgeRule(StepRule):
             eps = (x - alpha * x0) / s
             return eps if p == "epsilon" else alpha * eps - sigma * x0
         if kind == "flow":
-            return (x - x0) / s if p != "epsilon" else (x - alpha * x0) / s
+            return (x - x0) / s if p == "flow_prediction" else (x - alpha * x0) / s
         if p == "epsilon":
             return (x - x0) / s
-        return (x / (sigma**2 + 1) - x0) * (sigma**2 + 1).sqrt() / -s
+        return (x / (sigma**2 + 1) - x0) * (sigma**2 + 1).sqrt() / s  # v = (x/(σ²+1) − x̂_0)·√(σ²+1)/σ
 
     def denoise(self, x, model_output, step_index):
         """``x̂_0`` by the parametrisation (the step's own ``pred_original_sample`` comes with :meth:`step_and_denoise`)."""
