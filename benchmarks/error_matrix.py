@@ -299,13 +299,10 @@ class Sampler:
     strategies: Tuple[str, ...]
 
     def scheduler(self, config):
-        from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+        """The Diffusers scheduler of this kind (the diffusion suite's sampler table)."""
+        from benchmarks.suites.diffusion import Sampler as SuiteSampler
 
-        if self.kind == "ddpm":
-            return DDPMScheduler.from_config(config)
-        if self.kind == "ddim":
-            return DDIMScheduler.from_config(config)
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+        return SuiteSampler(self.key, self.kind, self.steps).scheduler(config)
 
 
 SAMPLERS = (Sampler("DDPM-100", "ddpm", 100, ("identity", "zero")), Sampler("DDIM-50", "ddim", 50, ("identity",)),

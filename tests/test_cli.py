@@ -42,7 +42,7 @@ def tiny_pipeline(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpmsolver++"])
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpmsolver++", "euler"])
 def test_sample_end_to_end(tiny_pipeline, tmp_path, capsys, scheduler):
     out = tmp_path / "out"
     code = main(["sample", "--model", str(tiny_pipeline), "--scheduler", scheduler, "--steps", "8",
@@ -115,7 +115,7 @@ def test_bad_options_one_line(tiny_pipeline, capsys, argv, message):
 
 def test_argparse_errors_and_help(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["sample", "--scheduler", "euler"])
+        main(["sample", "--scheduler", "eulr"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["sample", "--help"])

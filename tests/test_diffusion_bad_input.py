@@ -20,7 +20,9 @@ from diffusers import (
     DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerDiscreteScheduler,
+    KarrasVeScheduler,
     PNDMScheduler,
 )
 
@@ -94,23 +96,34 @@ def deadline(seconds: float):
 
 # ----------------------------------------------------------------- schedulers
 @BOTH
-@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
-def test_unsupported_scheduler_lists_the_supported_ones(sampler, scheduler):
+@pytest.mark.parametrize("scheduler", [DPMSolverSDEScheduler, KarrasVeScheduler], ids=lambda c: c.__name__)
+def test_unsupported_scheduler_names_the_reason(sampler, scheduler):
     spy = gmm_spy()
-    with pytest.raises(InputTypeError, match=rf"does not support {scheduler.__name__}.*supported schedulers: "
-                                              r"DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler") as info:
-        sampler(spy, scheduler(num_train_timesteps=1000), num_inference_steps=T, shape=SHAPE)
-    check(info, InputTypeError, spy)
+    with pytest.raises(InputValueError, match=rf"{scheduler.__name__} cannot be served by the generic bridge: .*"
+                                              r"docs/schedulers.md") as info:
+        sampler(spy, scheduler(), num_inference_steps=T, shape=SHAPE)
+    check(info, InputValueError, spy)
 
 
-def test_scheduler_subclass_is_rejected():
+@BOTH
+@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
+def test_other_schedulers_go_through_the_bridge(sampler, scheduler):
+    from pitsolve.adapters.diffusers import rule_from_scheduler
+    from pitsolve.adapters.diffusion import SchedulerBridgeRule
+
+    assert isinstance(rule_from_scheduler(scheduler(num_train_timesteps=1000), T), SchedulerBridgeRule)
+
+
+def test_scheduler_subclass_goes_through_the_bridge():
     class MyDDIM(DDIMScheduler):
         pass
 
     spy = gmm_spy()
-    with pytest.raises(InputTypeError, match=r"does not support MyDDIM.*not subclasses") as info:
-        parallel_sample(spy, MyDDIM(), num_inference_steps=T, shape=SHAPE)
-    check(info, InputTypeError, spy)
+    seq, _ = sequential_sample(spy, MyDDIM(), num_inference_steps=T, shape=SHAPE,
+                               generator=torch.Generator().manual_seed(0))
+    par, _ = parallel_sample(spy, MyDDIM(), num_inference_steps=T, shape=SHAPE, tol=1e-6,
+                             generator=torch.Generator().manual_seed(0))
+    assert float((par - seq).norm() / seq.norm()) < 1e-4
 
 
 @BOTH
@@ -357,14 +370,14 @@ def test_pipeline_unknown_output_type(ddpm_pipe, output_type):
     assert not calls
 
 
-@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
-def test_pipeline_with_an_unsupported_scheduler(ddpm_pipe, scheduler):
-    ppipe = ParallelDiffusionPipeline.from_pipe(ddpm_pipe, scheduler=scheduler.from_config(ddpm_pipe.scheduler.config))
+def test_pipeline_with_an_unsupported_scheduler(ddpm_pipe):
+    scheduler = DPMSolverSDEScheduler.from_config(ddpm_pipe.scheduler.config)
+    ppipe = ParallelDiffusionPipeline.from_pipe(ddpm_pipe, scheduler=scheduler)
     with count_unet_calls(ppipe.unet) as calls, pytest.raises(
-        InputTypeError, match=rf"does not support {scheduler.__name__}; supported schedulers: DDPMScheduler"
+        InputValueError, match=r"DPMSolverSDEScheduler cannot be served by the generic bridge: .*noise_sampler"
     ) as info:
         ppipe(num_inference_steps=T)
-    check(info, InputTypeError)
+    check(info, InputValueError)
     assert not calls
 
 

@@ -27,6 +27,7 @@ from diffusers import (
 
 import pitsolve
 from pitsolve.adapters.diffusers import SUPPORTED_SCHEDULERS, rule_from_scheduler
+from pitsolve.adapters.diffusion import SchedulerBridgeRule
 from pitsolve.adapters.diffusion import (
     DDIMRule,
     DDPMRule,
@@ -410,10 +411,16 @@ def test_sigma_boundary():
 
 # --------------------------------------------------------------------------- the bridge
 @pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler"])
-def test_rule_from_scheduler_rejects_unsupported(name):
+def test_rule_from_scheduler_bridges_unregistered_schedulers(name):
+    rule = rule_from_scheduler(getattr(diffusers, name)(), 10)
+    assert isinstance(rule, SchedulerBridgeRule) and rule.scheduler_class == name
+    assert name not in SUPPORTED_SCHEDULERS  # the hand-written ones only
+
+
+def test_rule_from_scheduler_rejects_non_schedulers():
     with pytest.raises(pitsolve.InputTypeError) as info:
-        rule_from_scheduler(getattr(diffusers, name)(), 10)
-    assert name in str(info.value)
+        rule_from_scheduler(object(), 10)
+    assert "SchedulerMixin" in str(info.value) and "object" in str(info.value)
     assert all(s in str(info.value) for s in SUPPORTED_SCHEDULERS)
 
 
@@ -421,11 +428,10 @@ def test_rule_from_scheduler_rejects_eta_and_bad_options():
     for sched in (DDPMScheduler(), DDPMParallelScheduler(), DPMSolverMultistepScheduler()):
         with pytest.raises(pitsolve.InputValueError, match="eta"):
             rule_from_scheduler(sched, 10, eta=0.5)
-    for algorithm in ("sde-dpmsolver++", "sde-dpmsolver"):
-        with pytest.raises(pitsolve.InputValueError, match=algorithm) as info:
-            sched = DPMSolverMultistepScheduler(algorithm_type=algorithm, final_sigmas_type="sigma_min")
-            rule_from_scheduler(sched, 10)
-        assert "'dpmsolver++'" in str(info.value) and "'dpmsolver'" in str(info.value)
+    for algorithm in ("sde-dpmsolver++", "sde-dpmsolver"):  # the stochastic variants go through the bridge
+        sched = DPMSolverMultistepScheduler(algorithm_type=algorithm, final_sigmas_type="sigma_min")
+        rule = rule_from_scheduler(sched, 10)
+        assert isinstance(rule, SchedulerBridgeRule) and bool(rule.noise_steps.any())
     with pytest.raises(pitsolve.InputValueError, match="learned_range"):
         rule_from_scheduler(DDPMScheduler(variance_type="learned_range"), 10)
     with pytest.raises(pitsolve.InputValueError, match="use_flow_sigmas"):

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverSDEScheduler
 from tqdm.std import tqdm as std_tqdm
 
 import pitsolve
@@ -504,11 +504,12 @@ case("scale-floor-nonpositive", "adapter", InputValueError,
 case("preconditioning-above-steps", "adapter", InputValueError,
      r"preconditioning_steps=9 is larger than the number of sampling steps T=8; pass 0 <= preconditioning_steps <= 8")(
     lambda tmp: sample(preconditioning_steps=T + 1))
-case("scheduler-unsupported", "adapter", InputTypeError,
-     r"does not support EulerDiscreteScheduler; supported schedulers: DDPMScheduler, DDIMScheduler")(
-    lambda tmp: sample(scheduler=EulerDiscreteScheduler()))
+case("scheduler-unsupported", "adapter", InputValueError,
+     r"DPMSolverSDEScheduler cannot be served by the generic bridge: its state attribute 'noise_sampler' .*"
+     r"nearest deterministic choices are EulerDiscreteScheduler")(
+    lambda tmp: sample(scheduler=DPMSolverSDEScheduler()))
 case("scheduler-not-a-scheduler", "adapter", InputTypeError,
-     r"does not support str; supported schedulers: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler")(
+     r"rule_from_scheduler needs a Diffusers scheduler \(a diffusers.SchedulerMixin\), got str; pass one")(
     lambda tmp: sample(scheduler="ddim"))
 case("eta-not-ddim", "adapter", InputValueError,
      r"eta=0\.5 applies to DDIM only .*; DDPMScheduler takes eta=0")(
@@ -551,9 +552,9 @@ case("cli-broken-model", "CLI", CliExit,
      r"--model .*broken: the folder could not be loaded \(OSError: .*\); pass a DDPMPipeline or UNet2DModel folder")(
     lambda tmp: cli("sample", "--model", broken_model_folder(tmp), "--output", tmp / "out"))
 case("cli-unknown-scheduler", "CLI", CliExit,
-     r"pitsolve sample: error: argument --scheduler: invalid choice: 'euler' \(choose from .*'ddim'.*\) "
+     r"pitsolve sample: error: argument --scheduler: invalid choice: 'eulr' \(choose from .*'ddim'.*\) "
      r"\(see pitsolve sample -h\)")(
-    lambda tmp: cli("sample", "--scheduler", "euler"))
+    lambda tmp: cli("sample", "--scheduler", "eulr"))
 case("cli-unknown-jacobian", "CLI", CliExit,
      r"argument --jacobian: invalid choice: 'newtown' \(choose from .*'newton'.*\) \(see pitsolve sample -h\)")(
     lambda tmp: cli("sample", "--jacobian", "newtown"))

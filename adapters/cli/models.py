@@ -8,27 +8,29 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMPipeline,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    UNet2DModel,
-)
+import diffusers
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from diffusers.utils import logging as diffusers_logging
 
 from pitsolve import InputValueError
 
-__all__ = ["load_model", "make_scheduler", "weights_digest", "config_dict", "SCHEDULERS", "DEFAULT_STEPS"]
+from ..diffusion.rules.registry import SAMPLERS, served_by
 
-#: CLI name → (Diffusers class, extra config).
-SCHEDULERS = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-}
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 25}
+__all__ = ["load_model", "make_scheduler", "weights_digest", "config_dict", "SCHEDULERS", "DEFAULT_STEPS", "sampler_help"]
+
+#: CLI name → (Diffusers class, extra config), from the sampler table next to the registry
+#: (:data:`pitsolve.adapters.diffusion.rules.registry.SAMPLERS`).
+SCHEDULERS = {e.name: (getattr(diffusers, e.scheduler), dict(e.config)) for e in SAMPLERS}
+#: CLI name → default number of sampling steps.
+DEFAULT_STEPS = {e.name: e.default_steps for e in SAMPLERS}
+
+
+def sampler_help() -> str:
+    """The ``--scheduler`` help: each name with its Diffusers class, default steps and how it is served."""
+    return "sampler (default: ddpm): " + "; ".join(
+        f"{e.name} = {e.scheduler}, {e.default_steps} steps, {served_by(e.scheduler)}" for e in SAMPLERS
+    )
 
 
 def load_model(path: Optional[str]) -> Tuple[UNet2DModel, object, str]:

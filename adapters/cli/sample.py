@@ -18,7 +18,7 @@ from ..diffusers.sampling import DEFAULT_TOL, build_system
 from ..diffusion.init import PosteriorInit
 from .. import plots
 from . import checks, record
-from .models import DEFAULT_STEPS, SCHEDULERS, config_dict, load_model, make_scheduler, weights_digest
+from .models import DEFAULT_STEPS, SCHEDULERS, config_dict, load_model, make_scheduler, sampler_help, weights_digest
 from .table import format_table
 
 __all__ = ["add_parser", "add_arguments", "run"]
@@ -53,9 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``pitsolve sample``."""
     p.add_argument("--model", default=None, metavar="PATH",
                    help="a Diffusers DDPMPipeline or UNet2DModel folder (default: the bundled digits DDPM)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddpm", help="sampler (default: ddpm)")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddpm", help=sampler_help())
     p.add_argument("--steps", type=int, default=None, metavar="T",
-                   help="sampling steps (default: 1000 for ddpm, 50 for ddim, 25 for dpmsolver++)")
+                   help="sampling steps (default: the sampler's, listed under --scheduler)")
     p.add_argument("--intervals", "-N", type=int, default=None, metavar="N",
                    help="subintervals of the T steps solved as unknowns (default: T)")
     p.add_argument("--window", type=_window, default=32, metavar="P",

@@ -59,7 +59,7 @@ def build_system(
     generator: Generator = None,
     shape: Optional[Sequence[int]] = None,
     intervals: Optional[int] = None,
-    eta: float = 0.0,
+    eta: Optional[float] = None,
     guidance_scale: Optional[float] = None,
     encoder_hidden_states: Optional[torch.Tensor] = None,
     negative_encoder_hidden_states: Optional[torch.Tensor] = None,
@@ -111,7 +111,11 @@ def build_system(
         # float64 models keep a float64 state; anything else (float32/16, bfloat16) a float32 one.
         state_dtype = dtype or (torch.float64 if getattr(unet, "dtype", None) == torch.float64 else torch.float32)
         latents, noise = draw_noise(shape, rule, generator, state_dtype, device)
-    latents = latents * float(getattr(scheduler, "init_noise_sigma", 1.0))
+    # The latents' scale after set_timesteps(num_inference_steps) (σ_max-dependent for Euler-type samplers),
+    # as Diffusers' pipelines multiply it in; a rule built from a fresh scheduler knows it.
+    sigma0 = getattr(rule, "init_noise_sigma", None)
+    sigma0 = getattr(scheduler, "init_noise_sigma", 1.0) if sigma0 is None else sigma0
+    latents = latents * float(sigma0)
     model = UNetModel(
         unet, shape[0], class_labels=class_labels, encoder_hidden_states=encoder_hidden_states,
         negative_encoder_hidden_states=negative_encoder_hidden_states, guidance_scale=guidance_scale,
@@ -135,7 +139,7 @@ def parallel_sample(
     tol: float = DEFAULT_TOL,
     scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
     preconditioning_steps: int = 1,
-    eta: float = 0.0,
+    eta: Optional[float] = None,
     guidance_scale: Optional[float] = None,
     encoder_hidden_states: Optional[torch.Tensor] = None,
     negative_encoder_hidden_states: Optional[torch.Tensor] = None,
@@ -168,14 +172,21 @@ def parallel_sample(
     Args:
         unet: a ``UNet2DModel``/``UNet2DConditionModel`` or a module with
             their call signature.
-        scheduler: a ``DDPMScheduler``, ``DDIMScheduler`` or
-            ``DPMSolverMultistepScheduler`` (or a parallel variant); it is not
-            modified.
+        scheduler: any Diffusers scheduler (docs/schedulers.md lists each class's
+            status): a hand-written rule serves DDPM, DDIM and DPM-Solver
+            multistep (and their parallel variants), the generic bridge the
+            others; it is not modified.  A scheduler whose parametrisation the
+            bridge cannot read has no Eq. 17 posterior; the default start then
+            copies the newest exact state forward after the ``M`` model steps.
         latents: initial noise ``[batch, C, H, W]``; otherwise drawn from
             ``generator`` with ``shape`` (default: one image of the UNet's
             configured size).
         generator: a ``torch.Generator`` (or one per image) for the latents and
-            every step's noise (DDPM; DDIM with ``eta > 0``), drawn up front.
+            every step's noise (DDPM; DDIM with ``eta > 0``; ancestral and SDE
+            samplers through the bridge), drawn up front in the order of
+            Diffusers' own loop.
+        eta: DDIM's η, or the ``eta`` of a scheduler whose step takes one (TCD);
+            ``None``: the scheduler's default.
         guidance_scale: classifier-free guidance weight; needs
             ``encoder_hidden_states`` and, above 1, ``negative_encoder_hidden_states``.
         max_batch: cap on the rows of one UNet call.
@@ -222,7 +233,7 @@ def sequential_sample(
     generator: Generator = None,
     shape: Optional[Sequence[int]] = None,
     intervals: Optional[int] = None,
-    eta: float = 0.0,
+    eta: Optional[float] = None,
     guidance_scale: Optional[float] = None,
     encoder_hidden_states: Optional[torch.Tensor] = None,
     negative_encoder_hidden_states: Optional[torch.Tensor] = None,

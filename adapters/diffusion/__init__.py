@@ -18,6 +18,7 @@ from .rules import (
     DDPMRule,
     DPMSolverMultistepRule,
     History,
+    SchedulerBridgeRule,
     StepRule,
 )
 from .system import DiffusionSystem, interval_boundaries
@@ -61,4 +62,5 @@ __all__ = [
     "DDPMRule",
     "DDIMRule",
     "DPMSolverMultistepRule",
+    "SchedulerBridgeRule",
 ]

@@ -26,6 +26,11 @@ class PosteriorInit(Initializer):
     (Algorithm 1, lines 8–9).  With ``M = 0`` the start is copy-forward.
 
     Depth and NFE count the ``M`` model steps; the rollout is free.
+
+    A rule without a posterior (``rule.has_posterior`` false: the generic
+    bridge on a scheduler whose parametrisation it cannot read) gets the
+    copy-forward start instead of the rollout: the ``M`` model steps as
+    above, then every later point starts at the newest exact state.
     """
 
     name = "posterior"
@@ -69,6 +74,9 @@ class PosteriorInit(Initializer):
             cost.depth += stop
         else:
             out = []
+        if not getattr(system.rule, "has_posterior", True):  # copy the newest state forward
+            flat = self._flat(system, parts)
+            return torch.stack(out + [flat] * (count - len(out)))
         x0 = parts[1]
         while step < targets[-1]:
             parts = system.fine_step(parts, torch.full((rows,), step, dtype=torch.long), x0=x0)

@@ -225,8 +225,7 @@ class DiffusionSystem(BandedSystem):
         noise = self._noise_rows(step)
         if x0 is None:
             out = self._call_model(x, step)
-            x0 = self.rule.denoise(x, out, step)
-            x_next, history = self.rule.step(x, out, step, history, noise)
+            x_next, history, x0 = self.rule.step_and_denoise(x, out, step, history, noise)
         else:
             x_next, history = self.rule.posterior_step(x, x0, step, history, noise)
         return [x_next, x0, *history]

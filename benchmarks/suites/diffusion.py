@@ -54,20 +54,32 @@ QUICK_BATCHES = (1, 4, 16, 64)
 
 
 # -- samplers and models ---------------------------------------------------------------------------------
+#: Benchmark kind → the sampler table's name (pitsolve.adapters.diffusion.rules.registry.SAMPLERS); "dpm++" is
+#: the suite's historical key for "dpmsolver++", kept so earlier records stay comparable.
+KIND_ALIASES = {"dpm++": "dpmsolver++"}
+
+
+def sampler_kinds() -> Tuple[str, ...]:
+    """The kinds ``KIND-T`` accepts: every name of the sampler table, plus the aliases."""
+    from pitsolve.adapters.diffusion.rules.registry import SAMPLERS as TABLE
+
+    return tuple(KIND_ALIASES) + tuple(e.name for e in TABLE)
+
+
 @dataclass(frozen=True)
 class Sampler:
     key: str  # "DDIM-50"
-    kind: str  # "ddpm", "ddim", "dpm++"
+    kind: str  # a name of the sampler table ("ddpm", "ddim", "euler", …) or an alias ("dpm++")
     steps: int  # T
 
     def scheduler(self, config: Mapping):
-        from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+        """The Diffusers scheduler of this kind, from the model's scheduler ``config`` and the table's extra config."""
+        import diffusers
 
-        if self.kind == "ddpm":
-            return DDPMScheduler.from_config(config)
-        if self.kind == "ddim":
-            return DDIMScheduler.from_config(config)
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+        from pitsolve.adapters.diffusion.rules.registry import sampler
+
+        entry = sampler(KIND_ALIASES.get(self.kind, self.kind))
+        return getattr(diffusers, entry.scheduler).from_config(config, **entry.config)
 
 
 SAMPLERS = (Sampler("DDPM-1000", "ddpm", 1000), Sampler("DDIM-50", "ddim", 50), Sampler("DDIM-25", "ddim", 25),
@@ -403,7 +415,8 @@ def add_arguments(parser):
                         help="models of the diffusion suite (default both)")
     parser.add_argument("--diffusion-samplers", nargs="+", default=None, metavar="S",
                         help=f"samplers (default {', '.join(s.key for s in SAMPLERS)}; quick "
-                             f"{', '.join(s.key for s in QUICK_SAMPLERS)}); KIND-T with KIND in DDPM, DDIM, DPM++")
+                             f"{', '.join(s.key for s in QUICK_SAMPLERS)}); KIND-T with KIND a sampler of the CLI's "
+                             "--scheduler (DDPM, DDIM, DPM++, EULER, EULER-A, HEUN, UNIPC, …)")
     parser.add_argument("--diffusion-methods", nargs="+", default=None, metavar="M",
                         help=f"methods (default all: {', '.join(m.key for m in METHODS)})")
     parser.add_argument("--diffusion-fid-images", type=int, default=None, metavar="n",
@@ -418,8 +431,9 @@ def _samplers(names, quick) -> Tuple[Sampler, ...]:
     out = []
     for name in names:
         kind, _, steps = name.rpartition("-")
-        if kind.lower() not in ("ddpm", "ddim", "dpm++") or not steps.isdigit():
-            raise SystemExit(f"diffusion suite: sampler {name!r} is not KIND-T with KIND in DDPM, DDIM, DPM++")
+        if kind.lower() not in sampler_kinds() or not steps.isdigit():
+            raise SystemExit(f"diffusion suite: sampler {name!r} is not KIND-T with KIND in "
+                             f"{', '.join(k.upper() for k in sampler_kinds())}")
         out.append(Sampler(f"{kind.upper()}-{steps}", kind.lower(), int(steps)))
     return tuple(out)
 

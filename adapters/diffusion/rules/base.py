@@ -74,6 +74,8 @@ class StepRule(abc.ABC):
     history_size: int = 0
     #: ``[T]`` which steps consume one fresh standard-normal draw of the sample's shape.
     noise_steps: torch.Tensor
+    #: Whether :meth:`posterior_step` exists (the Eq. 17 rollout of :class:`~pitsolve.adapters.diffusion.PosteriorInit`).
+    has_posterior: bool = True
 
     def __init__(self, timesteps, prediction_type: str, clipping: Optional[SampleClipping]):
         self.timesteps = _as_timesteps(timesteps)
@@ -130,6 +132,23 @@ class StepRule(abc.ABC):
 
         The posterior ``q(x_{t_{i+1}} | x_{t_i}, x̂_0)`` of the paper's Eq. 15/17, at no model cost.
         """
+
+    def step_and_denoise(
+        self,
+        x: torch.Tensor,
+        model_output: torch.Tensor,
+        step_index: torch.Tensor,
+        history: Sequence[torch.Tensor] = (),
+        noise: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, History, torch.Tensor]:
+        """``(x_next, new_history, x̂_0)``: :meth:`step` and :meth:`denoise` of one model-driven fine step.
+
+        A rule whose step computes ``x̂_0`` anyway (the generic bridge, from the
+        scheduler's ``pred_original_sample``) overrides this to do the work once.
+        """
+        x0 = self.denoise(x, model_output, step_index)
+        x_next, history = self.step(x, model_output, step_index, history, noise)
+        return x_next, history, x0
 
     def scale_model_input(self, x: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:
         """The model's input for rows ``x`` at steps ``step_index`` (Diffusers' ``scale_model_input``).

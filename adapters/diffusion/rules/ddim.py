@@ -12,10 +12,12 @@ from pitsolve import InputTypeError, InputValueError
 from ..predictions import SampleClipping, eps_from_x0, model_output_to_x0_eps
 from ..schedule import VPSchedule
 from .base import StepRule, check_train_timesteps
+from .registry import fresh_scheduler, register
 
 __all__ = ["DDIMRule"]
 
 
+@register
 class DDIMRule(StepRule):
     r"""One DDIM step ``x_t → x_{t'}``, batched over step indices.
 
@@ -52,6 +54,28 @@ class DDIMRule(StepRule):
     only while the last timestep is below the stride, which holds except for
     ``"leading"`` with ``steps_offset >= T_train // n``).
     """
+
+    #: The Diffusers classes whose ``step`` this rule reproduces (exact classes, not subclasses).
+    schedulers = ("DDIMScheduler", "DDIMParallelScheduler")
+
+    @classmethod
+    def from_scheduler(cls, scheduler, num_inference_steps: int, *, eta: Optional[float] = 0.0) -> "DDIMRule":
+        """The rule of ``scheduler`` after ``set_timesteps(num_inference_steps)`` (on a fresh copy).
+
+        ``eta`` is ``DDIMScheduler.step(eta=…)`` (``None``: 0, Diffusers' default).
+        """
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta)):
+            raise InputTypeError(f"eta must be a finite float, got {eta!r}.")
+        fresh, _ = fresh_scheduler(scheduler, num_inference_steps)
+        config = fresh.config
+        return cls(
+            fresh.timesteps.detach().cpu(),
+            fresh.alphas_cumprod,
+            eta=float(eta or 0.0),
+            prediction_type=config.get("prediction_type", "epsilon"),
+            clipping=SampleClipping.from_config(config),
+            set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
+        )
 
     def __init__(
         self,

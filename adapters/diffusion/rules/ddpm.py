@@ -11,12 +11,14 @@ from pitsolve import InputValueError
 from ..predictions import SampleClipping, model_output_to_x0_eps
 from ..schedule import VPSchedule
 from .base import StepRule, check_train_timesteps
+from .registry import check_no_eta, fresh_scheduler, register
 
 __all__ = ["DDPMRule", "DDPM_VARIANCE_TYPES"]
 
 DDPM_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
 
 
+@register
 class DDPMRule(StepRule):
     r"""One ancestral DDPM step ``x_t → x_{t'}``, batched over step indices.
 
@@ -45,6 +47,27 @@ class DDPMRule(StepRule):
     second output half and are not supported; ``"fixed_large_log"`` is not
     either (Diffusers' step takes the square root of a log-variance there).
     """
+
+    #: The Diffusers classes whose ``step`` this rule reproduces (exact classes, not subclasses).
+    schedulers = ("DDPMScheduler", "DDPMParallelScheduler")
+
+    @classmethod
+    def from_scheduler(cls, scheduler, num_inference_steps: int, *, eta: float = 0.0) -> "DDPMRule":
+        """The rule of ``scheduler`` after ``set_timesteps(num_inference_steps)`` (on a fresh copy).
+
+        Its ``timesteps``, ``alphas_cumprod``, prediction type, variance type and
+        clipping/thresholding settings define the rule; ``eta`` must be 0 (or ``None``).
+        """
+        check_no_eta(eta, type(scheduler).__name__)
+        fresh, _ = fresh_scheduler(scheduler, num_inference_steps)
+        config = fresh.config
+        return cls(
+            fresh.timesteps.detach().cpu(),
+            fresh.alphas_cumprod,
+            prediction_type=config.get("prediction_type", "epsilon"),
+            variance_type=config.get("variance_type", "fixed_small"),
+            clipping=SampleClipping.from_config(config),
+        )
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from pitsolve import InputTypeError, InputValueError
 from ..predictions import SampleClipping, eps_from_x0, model_output_to_x0_eps
 from ..schedule import FINAL_SIGMAS_TYPES
 from .base import StepRule
+from .registry import check_no_eta, fresh_scheduler, register
 
 __all__ = ["DPMSolverMultistepRule", "DPM_ALGORITHM_TYPES", "DPM_SOLVER_TYPES"]
 
@@ -25,6 +26,7 @@ def _choice(name, value, allowed, extra=""):
         )
 
 
+@register
 class DPMSolverMultistepRule(StepRule):
     r"""One multistep DPM-Solver(++) step ``x_{s_i} → x_{s_{i+1}}``, batched over step indices.
 
@@ -70,6 +72,53 @@ class DPMSolverMultistepRule(StepRule):
     variances are not supported.  ``clipping`` may also hold fixed clipping
     (Diffusers' DPM scheduler only thresholds).
     """
+
+    #: The Diffusers class whose ``step`` this rule reproduces (the exact class, not subclasses).
+    schedulers = ("DPMSolverMultistepScheduler",)
+
+    @classmethod
+    def from_scheduler(cls, scheduler, num_inference_steps: int, *, eta: float = 0.0):
+        """The rule of ``scheduler`` after ``set_timesteps(num_inference_steps)`` (on a fresh copy).
+
+        Its ``sigmas`` (so Karras, exponential, beta and Lu-lambda grids carry
+        over) and solver options define the rule.  The stochastic variants
+        (``algorithm_type="sde-dpmsolver++"``/``"sde-dpmsolver"``) are served by
+        the generic bridge (:class:`~pitsolve.adapters.diffusion.rules.bridge.SchedulerBridgeRule`),
+        with their noise fixed up front.  ``eta`` must be 0 (or ``None``).
+        """
+        check_no_eta(eta, type(scheduler).__name__)
+        if str(scheduler.config.get("algorithm_type", "dpmsolver++")).startswith("sde-"):
+            from .bridge import SchedulerBridgeRule
+
+            return SchedulerBridgeRule.from_scheduler(scheduler, num_inference_steps)
+        fresh, _ = fresh_scheduler(scheduler, num_inference_steps)
+        config = fresh.config
+        _reject(config, "use_flow_sigmas", (False,), "flow-matching sigmas are not a VP schedule")
+        if config.get("variance_type") in ("learned", "learned_range"):
+            # Diffusers' DPM-Solver reads only these two values; any other (e.g. DDPM's "fixed_small",
+            # carried over by from_config) leaves the step unchanged there too.
+            raise InputValueError(
+                f"scheduler config variance_type={config.get('variance_type')!r} is not supported "
+                "(learned variances are not read); use a model without learned variance."
+            )
+        if config.get("prediction_type") == "flow_prediction":
+            raise InputValueError(
+                "scheduler config prediction_type='flow_prediction' is not supported; supported: "
+                "'epsilon', 'v_prediction', 'sample'."
+            )
+        thresholding = SampleClipping.from_config({k: v for k, v in config.items() if k != "clip_sample"})
+        return cls(
+            fresh.timesteps.detach().cpu(),
+            fresh.sigmas,
+            algorithm_type=config.get("algorithm_type", "dpmsolver++"),
+            solver_order=config.get("solver_order", 2),
+            solver_type=config.get("solver_type", "midpoint"),
+            prediction_type=config.get("prediction_type", "epsilon"),
+            lower_order_final=bool(config.get("lower_order_final", True)),
+            euler_at_final=bool(config.get("euler_at_final", False)),
+            final_sigmas_type=config.get("final_sigmas_type", "zero"),
+            clipping=thresholding,
+        )
 
     def __init__(
         self,
@@ -250,3 +299,9 @@ class DPMSolverMultistepRule(StepRule):
             m0 = eps_from_x0(xc, x0c, self._rows("alpha", idx, xc), self._rows("sigma", idx, xc))
         out, new_history = self._advance(xc, m0, idx, hist)
         return out.to(x.dtype), tuple(h.to(x.dtype) for h in new_history)
+
+
+def _reject(config, key, allowed, why: str) -> None:
+    value = config.get(key, allowed[0])
+    if value not in allowed:
+        raise InputValueError(f"scheduler config {key}={value!r} is not supported ({why}); supported: {allowed}.")
