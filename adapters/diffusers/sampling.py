@@ -111,7 +111,8 @@ def build_system(
         # float64 models keep a float64 state; anything else (float32/16, bfloat16) a float32 one.
         state_dtype = dtype or (torch.float64 if getattr(unet, "dtype", None) == torch.float64 else torch.float32)
         latents, noise = draw_noise(shape, rule, generator, state_dtype, device)
-    latents = latents * float(getattr(scheduler, "init_noise_sigma", 1.0))
+    # The scale after set_timesteps (σ-parametrised rules carry it: it depends on the grid), as pipelines use it.
+    latents = latents * float(getattr(rule, "init_noise_sigma", getattr(scheduler, "init_noise_sigma", 1.0)))
     model = UNetModel(
         unet, shape[0], class_labels=class_labels, encoder_hidden_states=encoder_hidden_states,
         negative_encoder_hidden_states=negative_encoder_hidden_states, guidance_scale=guidance_scale,

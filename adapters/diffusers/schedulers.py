@@ -8,7 +8,7 @@ from pitsolve import InputTypeError, InputValueError
 from pitsolve.extend import as_integer
 
 from ..diffusion.predictions import SampleClipping
-from ..diffusion.rules import DDIMRule, DDPMRule, DPMSolverMultistepRule, StepRule
+from ..diffusion.rules import REGISTRY, DDIMRule, DDPMRule, DPMSolverMultistepRule, StepRule
 
 __all__ = ["rule_from_scheduler", "SUPPORTED_SCHEDULERS"]
 
@@ -44,7 +44,7 @@ def _reject(config, key, allowed, why: str) -> None:
         raise InputValueError(f"scheduler config {key}={value!r} is not supported ({why}); supported: {allowed}.")
 
 
-def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0) -> StepRule:
+def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0, **options) -> StepRule:
     """The :class:`StepRule` that reproduces ``scheduler.step`` after ``set_timesteps(num_inference_steps)``.
 
     A fresh scheduler is built from ``scheduler.config`` as it stands, in-place
@@ -58,8 +58,18 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: float = 0.0
     Differences from the schedulers' own ``step`` are listed in the rules'
     docstrings (DDIM follows the actual schedule instead of a fixed stride;
     DPM-Solver keeps float64 in float64).
+
+    A scheduler class served by a rule in the sampler registry
+    (:data:`~pitsolve.adapters.diffusion.rules.REGISTRY`, looked up by the exact
+    class name) is built by that rule's ``from_scheduler``, which also takes the
+    rule's ``options`` (e.g. ``mu`` for dynamic shifting).
     """
+    rule_cls = REGISTRY.get(type(scheduler).__name__)
+    if rule_cls is not None:
+        return rule_cls.from_scheduler(scheduler, num_inference_steps, eta=eta, **options)
     name = _scheduler_class(scheduler)
+    if options:
+        raise InputTypeError(f"rule_from_scheduler got unexpected options {sorted(options)} for {name}.")
     num_inference_steps = as_integer(num_inference_steps)
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise InputValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}.")

@@ -6,13 +6,23 @@ rule                               paper                                       h
 :class:`DDPMRule`                  Ho et al. 2020, Eq. 6–7 (ancestral)          0
 :class:`DDIMRule`                  Song et al. 2021, Eq. 12, 16 (any η ≥ 0)     0
 :class:`DPMSolverMultistepRule`    Lu et al. 2022a/b (DPM-Solver(++), 1–3)      order − 1
+:class:`EulerDiscreteRule`         Karras et al. 2022, Alg. 1 (Euler in σ)      0
+:class:`EulerAncestralRule`        Karras et al. 2022 / Ho et al. 2020, Eq. 7   0
+:class:`FlowMatchEulerRule`        Lipman et al. 2023; Esser et al. 2024        0
 =================================  ==========================================  ============
+
+Rules register with :mod:`.registry` (``@register``) under the Diffusers
+scheduler classes they reproduce; importing this package registers them.
 """
 
 from .base import History, StepRule
 from .ddim import DDIMRule
 from .ddpm import DDPM_VARIANCE_TYPES, DDPMRule
 from .dpmsolver import DPM_ALGORITHM_TYPES, DPM_SOLVER_TYPES, DPMSolverMultistepRule
+from .euler import EulerDiscreteRule
+from .euler_ancestral import EulerAncestralRule
+from .flowmatch import FlowMatchEulerRule
+from .registry import REGISTRY, register
 
 __all__ = [
     "StepRule",
@@ -20,6 +30,11 @@ __all__ = [
     "DDPMRule",
     "DDIMRule",
     "DPMSolverMultistepRule",
+    "EulerDiscreteRule",
+    "EulerAncestralRule",
+    "FlowMatchEulerRule",
+    "REGISTRY",
+    "register",
     "DDPM_VARIANCE_TYPES",
     "DPM_ALGORITHM_TYPES",
     "DPM_SOLVER_TYPES",
