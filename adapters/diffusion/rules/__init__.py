@@ -9,6 +9,7 @@ rule                               paper                                       h
 :class:`EulerDiscreteRule`         Karras et al. 2022, Alg. 1 (Euler in σ)      0
 :class:`EulerAncestralRule`        Karras et al. 2022 / Ho et al. 2020, Eq. 7   0
 :class:`FlowMatchEulerRule`        Lipman et al. 2023; Esser et al. 2024        0
+:class:`UniPCMultistepRule`        Zhao et al. 2023 (UniP + UniC, B1/B2, 1–3)   1 + order
 =================================  ==========================================  ============
 
 Rules register with :mod:`.registry` (``@register``) under the Diffusers
@@ -23,6 +24,7 @@ from .euler import EulerDiscreteRule
 from .euler_ancestral import EulerAncestralRule
 from .flowmatch import FlowMatchEulerRule
 from .registry import REGISTRY, register
+from .unipc import UNIPC_SOLVER_TYPES, UniPCMultistepRule
 
 __all__ = [
     "StepRule",
@@ -33,6 +35,8 @@ __all__ = [
     "EulerDiscreteRule",
     "EulerAncestralRule",
     "FlowMatchEulerRule",
+    "UniPCMultistepRule",
+    "UNIPC_SOLVER_TYPES",
     "REGISTRY",
     "register",
     "DDPM_VARIANCE_TYPES",
