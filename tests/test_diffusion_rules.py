@@ -409,7 +409,7 @@ def test_sigma_boundary():
 
 
 # --------------------------------------------------------------------------- the bridge
-@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler"])
+@pytest.mark.parametrize("name", ["HeunDiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler"])
 def test_rule_from_scheduler_rejects_unsupported(name):
     with pytest.raises(pitsolve.InputTypeError) as info:
         rule_from_scheduler(getattr(diffusers, name)(), 10)

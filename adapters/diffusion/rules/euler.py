@@ -66,7 +66,9 @@ class EulerDiscreteRule(StepRule):
     scheduler's own (``linspace``/``leading``/``trailing`` spacing,
     ``use_karras_sigmas`` (Karras et al. Eq. 5), exponential or beta σ,
     ``final_sigmas_type``); :meth:`from_scheduler` reads ``sigmas`` and
-    ``timesteps`` from a ``EulerDiscreteScheduler`` after ``set_timesteps``.
+    ``timesteps`` from a ``EulerDiscreteScheduler`` after ``set_timesteps``
+    (with ``interpolation_type="log_linear"`` Diffusers makes one σ too many
+    and its loop never reaches the last, σ = 0: neither does this rule).
 
     Karras et al.'s churn (Alg. 2, ``s_churn > 0``) is not supported:
     Diffusers applies it after the model call, on a sample the model did not
@@ -103,12 +105,11 @@ class EulerDiscreteRule(StepRule):
         prediction_type = config.get("prediction_type", "epsilon")
         if prediction_type == "original_sample":  # Diffusers' own alias of "sample" in this scheduler's step
             prediction_type = "sample"
-        return cls(
-            fresh.timesteps.detach().cpu(),
-            fresh.sigmas.detach().cpu(),
-            prediction_type=prediction_type,
-            init_noise_sigma=float(fresh.init_noise_sigma),
-        )
+        timesteps = fresh.timesteps.detach().cpu()
+        # interpolation_type="log_linear" makes T + 2 sigmas; Diffusers' loop steps through the first T + 1
+        # (ending at σ_min, not 0), and so does this rule.
+        sigmas = fresh.sigmas.detach().cpu()[: timesteps.numel() + 1]
+        return cls(timesteps, sigmas, prediction_type=prediction_type, init_noise_sigma=float(fresh.init_noise_sigma))
 
     def __repr__(self) -> str:
         return (
