@@ -20,7 +20,7 @@ from diffusers import (
     DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     PNDMScheduler,
 )
 
@@ -94,7 +94,7 @@ def deadline(seconds: float):
 
 # ----------------------------------------------------------------- schedulers
 @BOTH
-@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("scheduler", [HeunDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
 def test_unsupported_scheduler_lists_the_supported_ones(sampler, scheduler):
     spy = gmm_spy()
     with pytest.raises(InputTypeError, match=rf"does not support {scheduler.__name__}.*supported schedulers: "
@@ -357,7 +357,7 @@ def test_pipeline_unknown_output_type(ddpm_pipe, output_type):
     assert not calls
 
 
-@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("scheduler", [HeunDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
 def test_pipeline_with_an_unsupported_scheduler(ddpm_pipe, scheduler):
     ppipe = ParallelDiffusionPipeline.from_pipe(ddpm_pipe, scheduler=scheduler.from_config(ddpm_pipe.scheduler.config))
     with count_unet_calls(ppipe.unet) as calls, pytest.raises(
