@@ -358,6 +358,9 @@ def test_mixture_at_karras_float_timesteps_is_the_exact_denoiser_at_that_sigma()
         alpha, sigma = (v[0, 0] for v in model.alpha_sigma(t))
         assert abs(float(sigma / alpha) / float(karras_sigma) - 1) < 1e-5  # the σ the scheduler meant
         torch.testing.assert_close(model(x, t).sample, autograd_eps(model, x, alpha, sigma), rtol=1e-9, atol=1e-9)
+    # A Python float is read in float64 (not rounded through float32 first).
+    t = 978.5714285714286
+    assert model.alpha_sigma(t)[1].item() == model.alpha_sigma(torch.tensor(t, dtype=F64))[1].item()
     # Integer timesteps read alphas_cumprod exactly, as before.
     integer = GaussianMixtureDenoiser.random(3, 3, alphas_cumprod=ABAR, seed=2)
     for t in (0, 1, 500, 999):

@@ -502,7 +502,8 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         if isinstance(value, bool) or not isinstance(value, (*kinds, torch.Tensor)):
             what = "a number or a tensor" if continuous else "an int or an integer tensor"
             raise InputTypeError(f"{name}={value!r} is a {type(value).__name__}; pass {what}.")
-        t = torch.as_tensor(value, device=self.device)
+        python_float = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+        t = torch.as_tensor(value, device=self.device, dtype=_F64 if python_float else None)  # no float32 rounding
         if t.dtype == torch.bool or t.is_complex():
             raise InputTypeError(f"{name} has dtype {t.dtype}; pass an int or an integer tensor.")
         if t.is_floating_point() and continuous:
