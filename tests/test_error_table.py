@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler
 from tqdm.std import tqdm as std_tqdm
 
 import pitsolve
@@ -504,8 +504,8 @@ case("preconditioning-above-steps", "adapter", InputValueError,
      r"preconditioning_steps=9 is larger than the number of sampling steps T=8; pass 0 <= preconditioning_steps <= 8")(
     lambda tmp: sample(preconditioning_steps=T + 1))
 case("scheduler-unsupported", "adapter", InputTypeError,
-     r"does not support EulerDiscreteScheduler; supported schedulers: DDPMScheduler, DDIMScheduler")(
-    lambda tmp: sample(scheduler=EulerDiscreteScheduler()))
+     r"does not support HeunDiscreteScheduler; supported schedulers: DDPMScheduler, DDIMScheduler")(
+    lambda tmp: sample(scheduler=HeunDiscreteScheduler()))
 case("scheduler-not-a-scheduler", "adapter", InputTypeError,
      r"does not support str; supported schedulers: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler")(
     lambda tmp: sample(scheduler="ddim"))
