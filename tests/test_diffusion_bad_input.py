@@ -21,7 +21,7 @@ from diffusers import (
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
-    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     KarrasVeScheduler,
     PNDMScheduler,
 )
@@ -106,7 +106,7 @@ def test_unsupported_scheduler_names_the_reason(sampler, scheduler):
 
 
 @BOTH
-@pytest.mark.parametrize("scheduler", [EulerDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("scheduler", [HeunDiscreteScheduler, PNDMScheduler], ids=lambda c: c.__name__)
 def test_other_schedulers_go_through_the_bridge(sampler, scheduler):
     from pitsolve.adapters.diffusers import rule_from_scheduler
     from pitsolve.adapters.diffusion import SchedulerBridgeRule

@@ -410,7 +410,7 @@ def test_sigma_boundary():
 
 
 # --------------------------------------------------------------------------- the bridge
-@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler"])
+@pytest.mark.parametrize("name", ["HeunDiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler"])
 def test_rule_from_scheduler_bridges_unregistered_schedulers(name):
     rule = rule_from_scheduler(getattr(diffusers, name)(), 10)
     assert isinstance(rule, SchedulerBridgeRule) and rule.scheduler_class == name

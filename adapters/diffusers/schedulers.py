@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pitsolve import InputTypeError
+import inspect
+
+from pitsolve import InputTypeError, InputValueError
 
 from ..diffusion.rules import StepRule
 from ..diffusion.rules.bridge import SchedulerBridgeRule
@@ -24,7 +26,7 @@ __all__ = ["rule_from_scheduler", "SUPPORTED_SCHEDULERS"]
 SUPPORTED_SCHEDULERS = tuple(sorted(REGISTRY))
 
 
-def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: Optional[float] = None) -> StepRule:
+def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: Optional[float] = None, **options) -> StepRule:
     """The :class:`StepRule` that reproduces ``scheduler.step`` after ``set_timesteps(num_inference_steps)``.
 
     A fresh scheduler is built from ``scheduler.config`` as it stands, in-place
@@ -38,14 +40,32 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: Optional[fl
     Differences from the schedulers' own ``step`` are listed in the rules'
     docstrings (DDIM follows the actual schedule instead of a fixed stride;
     DPM-Solver keeps float64 in float64); the bridge has none by construction.
+    A registered rule also takes its own ``options`` (e.g. ``mu`` for
+    FlowMatchEuler's dynamic shifting).
     """
     import diffusers
 
     cls = type(scheduler)
     name = cls.__name__
     rule_cls = rule_class_for(name) if getattr(diffusers, name, None) is cls else None
-    if rule_cls is not None:
-        return rule_cls.from_scheduler(scheduler, num_inference_steps, eta=eta)
+    if rule_cls is not None:  # a registered rule also takes its own options (e.g. mu for dynamic shifting)
+        _check_options(rule_cls, name, options)
+        try:
+            return rule_cls.from_scheduler(scheduler, num_inference_steps, eta=eta, **options)
+        except InputValueError as refusal:
+            # A configuration the hand-written rule does not cover (e.g. Euler with s_churn > 0) runs
+            # through the scheduler's own step instead; if the bridge refuses too, the rule's reason stands.
+            if options or not isinstance(scheduler, diffusers.SchedulerMixin):
+                raise
+            try:
+                return SchedulerBridgeRule.from_scheduler(scheduler, num_inference_steps, eta=eta)
+            except InputValueError:
+                raise InputValueError(f"{name}: {refusal}") from None
+    if options:
+        raise InputTypeError(
+            f"rule_from_scheduler got options {sorted(options)} for {name}, which no hand-written rule serves; "
+            "the generic bridge takes none (set them on the scheduler's config instead)."
+        )
     if isinstance(scheduler, diffusers.SchedulerMixin):
         return SchedulerBridgeRule.from_scheduler(scheduler, num_inference_steps, eta=eta)
     raise InputTypeError(
@@ -53,3 +73,18 @@ def rule_from_scheduler(scheduler, num_inference_steps: int, *, eta: Optional[fl
         f"e.g. DDIMScheduler.from_config(pipe.scheduler.config). Hand-written rules serve "
         f"{', '.join(SUPPORTED_SCHEDULERS)}; the generic bridge serves the others (docs/schedulers.md)."
     )
+
+
+def _check_options(rule_cls, name: str, options: dict) -> None:
+    """Raise unless ``rule_cls.from_scheduler`` takes every keyword in ``options``."""
+    if not options:
+        return
+    params = inspect.signature(rule_cls.from_scheduler).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise InputTypeError(
+            f"rule_from_scheduler got unexpected options {unknown} for {name}; {rule_cls.__name__} takes "
+            f"{sorted(k for k in params if k not in ('scheduler', 'num_inference_steps', 'cls'))}."
+        )

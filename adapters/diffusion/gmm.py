@@ -27,7 +27,23 @@ Formulas (each is exact, not an approximation):
 
 (1)–(3) are evaluated in the forms above, which need no division by
 ``α_t``, so they stay exact when ``ᾱ_t = 0`` (zero terminal SNR); the
-responsibilities come from a log-sum-exp.
+responsibilities come from a log-sum-exp.  They hold for any pair
+``(α_t, σ_t)``, not only ``α_t² + σ_t² = 1``, which gives two more ways of
+being called:
+
+* **Float timesteps** (``continuous_timesteps=True``), as σ-parametrised
+  samplers (Euler, Heun, LMS on Karras, exponential or beta σ grids) call a
+  model: between two training timesteps ``k ≤ t ≤ k + 1`` the log noise-to-signal
+  ratio ``log(σ_t/α_t)`` is interpolated linearly, the inverse of Diffusers'
+  ``_sigma_to_t``, so that at the float timestep a scheduler derives from its
+  ``σ`` the model is the exact denoiser at that ``σ``.  Integer timesteps read
+  ``alphas_cumprod`` directly, as before.
+* **Flow matching** (``prediction_type="flow_prediction"``): the rectified-flow
+  interpolation ``x_t = (1 − s) x_0 + s ε`` with ``s = t / num_train_timesteps``
+  (Lipman et al. 2023; Esser et al. 2024, Eq. 2–3), ``α_t = 1 − s``, ``σ_t = s``, any float
+  ``t ∈ [0, num_train_timesteps]``, and the output is the velocity
+  ``v̂ = E[ε − x_0 | x_t] = ε̂ − x̂_0`` that ``FlowMatchEulerDiscreteScheduler``
+  (and UniPC/DPM-Solver with ``use_flow_sigmas``) integrate.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from pitsolve import InputTypeError, InputValueError
 
 __all__ = ["GaussianMixtureDenoiser", "DenoiserOutput", "PREDICTION_TYPES"]
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow_prediction")
 _F64 = torch.float64
 
 
@@ -90,7 +106,7 @@ def _as_f64(value, name: str) -> torch.Tensor:
 
 
 class GaussianMixtureDenoiser(torch.nn.Module):
-    r"""Exact ε-, x₀- or v-prediction of a Gaussian mixture under the VP process.
+    r"""Exact ε-, x₀- or v-prediction of a Gaussian mixture under the VP process (or its flow-matching velocity).
 
     A trained model with a known ground truth for tests and benchmarks: a
     sampler run on it should reproduce the data distribution
@@ -102,7 +118,8 @@ class GaussianMixtureDenoiser(torch.nn.Module):
     ``model(sample [B, *sample_shape], timestep, class_labels=None,
     return_dict=True)``.  ``timestep`` is an int, a 0-d tensor or an integer
     tensor ``[B]`` (or ``[1]``) giving each row its own training timestep in
-    ``0 … len(alphas_cumprod) − 1``.  ``class_labels`` (optional, int or
+    ``0 … len(alphas_cumprod) − 1`` (with ``continuous_timesteps=True``, or for
+    flow matching, also floats; see the module docstring).  ``class_labels`` (optional, int or
     LongTensor ``[B]``) conditions row ``b`` on component ``class_labels[b]``:
     the output is then the exact prediction of the single Gaussian
     ``N(μ_k, s_k² I)``, a ground truth for class-conditional sampling and
@@ -118,9 +135,15 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         weights: ``w``, ``[K]`` non-negative mixture weights (normalised here
             to sum to one); default uniform.
         alphas_cumprod: ``ᾱ``, a 1-D tensor with values in ``[0, 1]`` indexed
-            by training timestep, e.g. ``DDPMScheduler(...).alphas_cumprod``.
+            by training timestep, e.g. ``DDPMScheduler(...).alphas_cumprod``
+            (required, except for ``"flow_prediction"``, which takes none).
         prediction_type: ``"epsilon"`` (default), ``"sample"`` or
-            ``"v_prediction"``, as in Diffusers schedulers.
+            ``"v_prediction"``, as in Diffusers schedulers, or
+            ``"flow_prediction"`` (the velocity of the flow-matching process).
+        continuous_timesteps: accept float timesteps between the training
+            timesteps (VP process; flow matching always does).
+        num_train_timesteps: ``N`` of flow matching, ``s = t/N`` (default 1000);
+            for the VP process it is ``len(alphas_cumprod)``.
     """
 
     def __init__(
@@ -129,8 +152,10 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         stds: Union[torch.Tensor, float],
         weights: Optional[torch.Tensor] = None,
         *,
-        alphas_cumprod: torch.Tensor,
+        alphas_cumprod: Optional[torch.Tensor] = None,
         prediction_type: str = "epsilon",
+        continuous_timesteps: bool = False,
+        num_train_timesteps: Optional[int] = None,
     ):
         super().__init__()
         if not isinstance(prediction_type, str) or prediction_type not in PREDICTION_TYPES:
@@ -176,20 +201,49 @@ class GaussianMixtureDenoiser(torch.nn.Module):
                 f"weights={weights.tolist()} are all zero; give at least one component a positive weight."
             )
 
-        alphas_cumprod = _as_f64(alphas_cumprod, "alphas_cumprod")
-        if alphas_cumprod.dim() != 1 or alphas_cumprod.numel() == 0:
-            raise InputValueError(
-                f"alphas_cumprod has shape {tuple(alphas_cumprod.shape)}; pass a non-empty 1-D tensor indexed by "
-                "training timestep, e.g. DDPMScheduler().alphas_cumprod."
-            )
-        if not torch.isfinite(alphas_cumprod).all() or (alphas_cumprod < 0).any() or (alphas_cumprod > 1).any():
-            bad = alphas_cumprod[~((alphas_cumprod >= 0) & (alphas_cumprod <= 1))]
-            raise InputValueError(
-                f"alphas_cumprod has values outside [0, 1] (e.g. {bad[:4].tolist()}); pass the cumulative "
-                "products ᾱ_t = Π(1 − β_s), not the betas or the alphas' square roots."
-            )
+        if not isinstance(continuous_timesteps, bool):
+            raise InputTypeError(f"continuous_timesteps must be a bool, got {continuous_timesteps!r}.")
+        flow = prediction_type == "flow_prediction"
+        if flow:
+            if alphas_cumprod is not None:
+                raise InputValueError(
+                    "prediction_type='flow_prediction' is the flow-matching process x_t = (1 − s) x_0 + s ε, "
+                    "which has no alphas_cumprod; drop alphas_cumprod (and set num_train_timesteps if not 1000)."
+                )
+            n = 1000 if num_train_timesteps is None else num_train_timesteps
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+                raise InputValueError(f"num_train_timesteps={num_train_timesteps!r} must be an int >= 1.")
+            # Unused by the flow process; a 1-element placeholder keeps the buffers uniform.
+            alphas_cumprod = torch.ones(1, dtype=_F64)
+            continuous_timesteps = True
+        else:
+            if alphas_cumprod is None:
+                raise InputValueError(
+                    f"prediction_type={prediction_type!r} needs alphas_cumprod (the VP process's ᾱ_t), e.g. "
+                    "DDPMScheduler().alphas_cumprod; only prediction_type='flow_prediction' takes none."
+                )
+            if num_train_timesteps is not None:
+                raise InputValueError(
+                    f"num_train_timesteps={num_train_timesteps!r} applies to flow matching only; for the VP process "
+                    "it is len(alphas_cumprod). Drop it."
+                )
+            alphas_cumprod = _as_f64(alphas_cumprod, "alphas_cumprod")
+            if alphas_cumprod.dim() != 1 or alphas_cumprod.numel() == 0:
+                raise InputValueError(
+                    f"alphas_cumprod has shape {tuple(alphas_cumprod.shape)}; pass a non-empty 1-D tensor indexed by "
+                    "training timestep, e.g. DDPMScheduler().alphas_cumprod."
+                )
+            if not torch.isfinite(alphas_cumprod).all() or (alphas_cumprod < 0).any() or (alphas_cumprod > 1).any():
+                bad = alphas_cumprod[~((alphas_cumprod >= 0) & (alphas_cumprod <= 1))]
+                raise InputValueError(
+                    f"alphas_cumprod has values outside [0, 1] (e.g. {bad[:4].tolist()}); pass the cumulative "
+                    "products ᾱ_t = Π(1 − β_s), not the betas or the alphas' square roots."
+                )
+            n = alphas_cumprod.numel()
 
         self.prediction_type = prediction_type
+        self.flow = flow
+        self.continuous_timesteps = continuous_timesteps
         self.register_buffer("means", means)
         self.register_buffer("stds", stds)
         self.register_buffer("weights", weights / total)
@@ -201,7 +255,7 @@ class GaussianMixtureDenoiser(torch.nn.Module):
             sample_size=(shape[1] if shape[1] == shape[2] else shape[1:]) if image else None,
             in_channels=shape[0] if image else None,
             out_channels=shape[0] if image else None,
-            num_train_timesteps=alphas_cumprod.numel(),
+            num_train_timesteps=int(n),
             num_components=K,
             prediction_type=prediction_type,
         )
@@ -214,11 +268,13 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         sample_shape: Union[int, Sequence[int]],
         components: int = 4,
         *,
-        alphas_cumprod: torch.Tensor,
+        alphas_cumprod: Optional[torch.Tensor] = None,
         seed: int = 0,
         spread: float = 1.0,
         std: Union[float, Tuple[float, float]] = 0.3,
         prediction_type: str = "epsilon",
+        continuous_timesteps: bool = False,
+        num_train_timesteps: Optional[int] = None,
     ) -> "GaussianMixtureDenoiser":
         """A reproducible random mixture for benchmarks and tests.
 
@@ -255,7 +311,10 @@ class GaussianMixtureDenoiser(torch.nn.Module):
             u = torch.rand(components, generator=gen, dtype=_F64)
             stds = torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
         weights = 0.5 + torch.rand(components, generator=gen, dtype=_F64)
-        return cls(means, stds, weights, alphas_cumprod=alphas_cumprod, prediction_type=prediction_type)
+        return cls(
+            means, stds, weights, alphas_cumprod=alphas_cumprod, prediction_type=prediction_type,
+            continuous_timesteps=continuous_timesteps, num_train_timesteps=num_train_timesteps,
+        )
 
     # ------------------------------------------------------------------ attributes
 
@@ -301,6 +360,7 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         return (
             f"components={self.num_components}, sample_shape={self.sample_shape}, "
             f"num_train_timesteps={self.num_train_timesteps}, prediction_type={self.prediction_type!r}"
+            + (", continuous_timesteps=True" if self.continuous_timesteps and not self.flow else "")
         )
 
     # ------------------------------------------------------------------ data distribution
@@ -345,9 +405,7 @@ class GaussianMixtureDenoiser(torch.nn.Module):
     ):
         x = self._check_sample(sample)
         B = x.shape[0]
-        t = self._check_rows(timestep, B, "timestep", self.num_train_timesteps, "len(alphas_cumprod) - 1")
-        abar = self.alphas_cumprod[t].unsqueeze(1)  # [B, 1]
-        alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
+        alpha, sigma = self.alpha_sigma(timestep, B)  # [B, 1] each
 
         K = self.num_components
         mu = self.means.reshape(K, -1)  # [K, D]
@@ -373,9 +431,47 @@ class GaussianMixtureDenoiser(torch.nn.Module):
             # x̂_0 = Σ_k r_k μ_k + α Σ_k (r_k s_k²/v_k)(x − α μ_k)             (formula 3)
             cs = c * s2
             x0 = resp @ mu + alpha * (x * cs.sum(1, keepdim=True) - alpha * (cs @ mu))
-            out = x0 if self.prediction_type == "sample" else alpha * eps - sigma * x0  # (formula 4)
+            if self.prediction_type == "sample":
+                out = x0
+            elif self.flow:
+                out = eps - x0  # the flow-matching velocity d x_t / d s
+            else:
+                out = alpha * eps - sigma * x0  # (formula 4)
         out = out.reshape(sample.shape).to(sample.dtype)
         return DenoiserOutput(sample=out) if return_dict else (out,)
+
+    def alpha_sigma(self, timestep, batch: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(α_t, σ_t)`` ``[batch, 1]`` float64 of the forward process at ``timestep`` (checked as in :meth:`forward`).
+
+        VP, integer ``t``: ``(√ᾱ_t, √(1 − ᾱ_t))``.  VP, float ``t`` with
+        ``continuous_timesteps``: ``ᾱ = 1/(1 + e^L)`` with ``L = log((1 − ᾱ)/ᾱ)``
+        interpolated linearly between the neighbouring training timesteps.
+        Flow matching: ``(1 − t/N, t/N)``.
+        """
+        N = self.num_train_timesteps
+        if self.flow:
+            t = self._check_rows(timestep, batch, "timestep", N + 1, f"num_train_timesteps = {N}", continuous=True)
+            s = (t / N).unsqueeze(1)
+            return 1.0 - s, s
+        t = self._check_rows(
+            timestep, batch, "timestep", N, "len(alphas_cumprod) - 1", continuous=self.continuous_timesteps
+        )
+        abar_table = self.alphas_cumprod
+        if not t.is_floating_point():
+            abar = abar_table[t]
+        else:
+            lo = t.floor().long().clamp(max=max(N - 2, 0))
+            hi = (lo + 1).clamp(max=N - 1)
+            w = t - lo
+            log_ratio = torch.log1p(-abar_table) - torch.log(abar_table)  # log σ_VE², ±inf at ᾱ ∈ {0, 1}
+            mixed = (1 - w) * log_ratio[lo] + w * log_ratio[hi]
+            exact = w == 0
+            on_hi = w == 1
+            abar = torch.where(
+                exact, abar_table[lo], torch.where(on_hi, abar_table[hi], torch.sigmoid(-mixed))
+            )
+        abar = abar.unsqueeze(1)
+        return abar.sqrt(), (1.0 - abar).sqrt()
 
     # ------------------------------------------------------------------ checks
 
@@ -397,18 +493,38 @@ class GaussianMixtureDenoiser(torch.nn.Module):
             )
         return sample
 
-    def _check_rows(self, value, B: int, name: str, limit: int, upper: str) -> torch.Tensor:
-        """An int, 0-d, [1] or [B] integer tensor in 0 … limit−1, returned as a LongTensor [B]."""
-        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.Tensor)):
-            raise InputTypeError(f"{name}={value!r} is a {type(value).__name__}; pass an int or an integer tensor.")
-        t = torch.as_tensor(value, device=self.device)
+    def _check_rows(self, value, B: int, name: str, limit: int, upper: str, continuous: bool = False) -> torch.Tensor:
+        """An int, 0-d, [1] or [B] integer tensor in 0 … limit−1, returned as a LongTensor [B].
+
+        With ``continuous``, floats are accepted too (in ``[0, limit − 1]``) and returned as float64 ``[B]``.
+        """
+        kinds = (numbers.Real,) if continuous else (numbers.Integral,)
+        if isinstance(value, bool) or not isinstance(value, (*kinds, torch.Tensor)):
+            what = "a number or a tensor" if continuous else "an int or an integer tensor"
+            raise InputTypeError(f"{name}={value!r} is a {type(value).__name__}; pass {what}.")
+        python_float = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+        t = torch.as_tensor(value, device=self.device, dtype=_F64 if python_float else None)  # no float32 rounding
         if t.dtype == torch.bool or t.is_complex():
             raise InputTypeError(f"{name} has dtype {t.dtype}; pass an int or an integer tensor.")
+        if t.is_floating_point() and continuous:
+            t = t.to(_F64)
+            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, B)):
+                raise InputValueError(
+                    f"{name} has shape {tuple(t.shape)} for a batch of {B}; pass a number, a 0-d tensor or a 1-D "
+                    f"tensor of length {B} (one per row)."
+                )
+            if t.numel() and not (bool(torch.isfinite(t).all()) and float(t.min()) >= 0 and float(t.max()) <= limit - 1):
+                raise InputValueError(
+                    f"{name} has values outside [0, {upper}] = [0, {limit - 1}] (e.g. {t.flatten()[:4].tolist()}); "
+                    "pass timesteps in range."
+                )
+            return t.expand(B) if t.dim() == 0 or t.shape[0] == 1 else t
         if t.is_floating_point():
             if not torch.equal(t, t.round()):
                 raise InputValueError(
                     f"{name} has non-integer values (e.g. {t.flatten()[:4].tolist()}); this model is defined on "
-                    f"the integer training timesteps only; pass integers."
+                    f"the integer training timesteps only; pass integers, or build it with continuous_timesteps=True "
+                    f"(float timesteps of σ-parametrised samplers such as Euler)."
                 )
         t = t.to(torch.long)
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, B)):

@@ -9,7 +9,7 @@ import torch
 
 from pitsolve import InputTypeError, InputValueError
 
-from ..predictions import SampleClipping, check_prediction_type
+from ..predictions import PREDICTION_TYPES, SampleClipping
 
 __all__ = ["StepRule", "History", "check_train_timesteps"]
 
@@ -68,8 +68,11 @@ class StepRule(abc.ABC):
     timesteps: torch.Tensor
     #: ``T``.
     num_steps: int
-    #: One of :data:`~pitsolve.adapters.diffusion.predictions.PREDICTION_TYPES`.
+    #: One of :attr:`prediction_types`.
     prediction_type: str
+    #: The model output parametrisations this rule converts (default: ε, v and x̂_0 of a VP model,
+    #: :data:`~pitsolve.adapters.diffusion.predictions.PREDICTION_TYPES`).
+    prediction_types: Tuple[str, ...] = PREDICTION_TYPES
     #: Converted model outputs carried in the state (0 for one-step rules).
     history_size: int = 0
     #: ``[T]`` which steps consume one fresh standard-normal draw of the sample's shape.
@@ -80,7 +83,12 @@ class StepRule(abc.ABC):
     def __init__(self, timesteps, prediction_type: str, clipping: Optional[SampleClipping]):
         self.timesteps = _as_timesteps(timesteps)
         self.num_steps = int(self.timesteps.numel())
-        self.prediction_type = check_prediction_type(prediction_type)
+        if prediction_type not in self.prediction_types:
+            raise InputValueError(
+                f"prediction_type={prediction_type!r} is not supported by {type(self).__name__}; choose one of "
+                f"{', '.join(map(repr, self.prediction_types))}."
+            )
+        self.prediction_type = prediction_type
         if clipping is None:
             clipping = SampleClipping()
         if not isinstance(clipping, SampleClipping):
