@@ -301,7 +301,7 @@ class Ladder:
             self._ref, self._ref_start = ref, window_start
             # ... and the window as a whole is worse than the rung's first sweep: a point whose
             # first measure was tiny by chance may rise while the iteration converges.
-            top = float(ratio.max())
+            top = float(ratio.max().detach())
             if self._top is None:
                 self._top = max(top, floor)
             grew = grew and top > self.guard.growth * self._top

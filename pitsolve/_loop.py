@@ -178,7 +178,7 @@ class Loop:
     def _check_deterministic(self, probe, again: torch.Tensor) -> None:
         index, _, first = probe
         idx = index.view(1)
-        gap = float(self.system.checked_error_ratio(again.unsqueeze(0), first.unsqueeze(0), idx + 1)[0])
+        gap = float(self.system.checked_error_ratio(again.unsqueeze(0), first.unsqueeze(0), idx + 1)[0].detach())
         limit = max(1e4 * torch.finfo(self.spec.dtype).eps, 1e-2 * self.tol)
         if not (gap <= limit) and bool(torch.isfinite(first).all()):
             raise InputValueError(
@@ -226,8 +226,8 @@ class Loop:
         if self.ladder.compares_steps and valid == p and p > 1:
             # The sweep's step against the identity update's (free: a cumulative sum of drifts).
             drift_sum = x[0] + torch.cumsum(fx[j:] - x[:-1], dim=0)
-            steps = (float(system.checked_error_ratio(new, x[1:], indices + 1).max()),
-                     max(float(system.checked_error_ratio(drift_sum, x[1:], indices + 1).max()), self.floor))
+            steps = (float(system.checked_error_ratio(new, x[1:], indices + 1).max().detach()),
+                     max(float(system.checked_error_ratio(drift_sum, x[1:], indices + 1).max().detach()), self.floor))
         if self.bound is not None:
             accepted = torch.cat([f.x[1 : j + 1], new[:1]])
             return accepted, j + 1, self._beta, valid + j, (steps, new, torch.cat([f.x[1 : j + 1], new]))
@@ -250,7 +250,7 @@ class Loop:
         """Store the accepted points and the sweep's history; call the callback; move the bar."""
         f = self.front
         h = f.history
-        h["residuals"].append(float(ratio.max()) if ratio.numel() else 0.0)
+        h["residuals"].append(float(ratio.max().detach()) if ratio.numel() else 0.0)
         if self.trajectory:
             h["point_residuals"].append(ratio.detach().cpu())
             self.ys[f.start + 1 : f.start + 1 + shift] = accepted
@@ -325,7 +325,7 @@ class Loop:
                 out = self.executor.propagate(torch.cat([x, pert]), idx.repeat(2))
                 depth, nfe = self.system.call_cost(idx.repeat(2))
                 x, image = out[:1], out[1:]
-                gain = float(self.system.checked_error_ratio(image, x, idx + 1)[0]) / h
+                gain = float(self.system.checked_error_ratio(image, x, idx + 1)[0].detach()) / h
                 v = image - x
                 bound.advance_exact(1, gain if math.isfinite(gain) else math.inf)
             else:

@@ -202,18 +202,22 @@ def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool
     steps = 0
     if not isinstance(trajectory, bool):
         raise InputTypeError(f"trajectory={trajectory!r} must be True (keep X_0 … X_N) or False (X_0 and X_N only).")
-    ys = torch.empty((N + 1 if trajectory else 2, spec.size), dtype=spec.dtype, device=spec.device)
-    ys[0] = spec.flatten(system.initial_state)
+    # The points are kept as a list and stacked once (no writes into a shared buffer), so autograd
+    # runs through the solve: ``sequential(system).ys.sum().backward()`` is backprop through Eq. 7.
+    x = spec.flatten(system.initial_state).unsqueeze(0)
+    kept = [x]
     for n in tqdm(range(N), disable=not progress, desc="sequential", unit="pt", leave=False):
         idx = torch.tensor([n], device=spec.device)
-        i, j = (n, n + 1) if trajectory else (min(n, 1), 1)
-        ys[j] = system.propagate_flat(ys[i : i + 1], idx)[0]
+        x = system.propagate_flat(x, idx)
         steps += system.call_cost(idx)[1]
-        if not torch.isfinite(ys[j]).all():
+        if not torch.isfinite(x).all():
             raise NonFiniteError(
                 f"the sequential solve produced NaN or Inf in interval {n} of {N}; "
                 "check the system for blow-up or lower the step size."
             )
+        if trajectory:
+            kept.append(x)
+    ys = torch.cat(kept if trajectory else [kept[0], x])
     return Solution(
         ys=spec.trajectory(ys),
         converged=True,

@@ -46,7 +46,7 @@ def test_accuracy_per_tolerance_is_torchdiffeqs(report, reference, method, rtol)
                          + [(m, "identity") for m in METHODS[1:]])
 def test_parallel_equals_sequential_for_every_strategy(method, strategy):
     t = torch.linspace(0, 4, 13, dtype=F64)
-    system = pitsolve.ODESystem(forced, torch.ones(3, dtype=F64), t, method=method, rtol=1e-6, atol=1e-8)
+    system = pitsolve.ODESystem(forced, torch.ones(3, dtype=F64), t, method=method, rtol=1e-5, atol=1e-7)
     ref = pitsolve.sequential(system)
     sol = pitsolve.solve(system, strategy, tol=1e-10)
     assert sol.converged

@@ -434,8 +434,11 @@ def test_rule_from_scheduler_rejects_eta_and_bad_options():
         assert isinstance(rule, SchedulerBridgeRule) and bool(rule.noise_steps.any())
     with pytest.raises(pitsolve.InputValueError, match="learned_range"):
         rule_from_scheduler(DDPMScheduler(variance_type="learned_range"), 10)
+    # Flow sigmas are outside the hand-written rule's VP schedule: the scheduler's own step serves them.
+    flow = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
     with pytest.raises(pitsolve.InputValueError, match="use_flow_sigmas"):
-        rule_from_scheduler(DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction"), 10)
+        DPMSolverMultistepRule.from_scheduler(flow, 10)
+    assert isinstance(rule_from_scheduler(flow, 10), SchedulerBridgeRule)
     with pytest.raises(ValueError, match="num_inference_steps"):
         rule_from_scheduler(DDIMScheduler(), 0)
 

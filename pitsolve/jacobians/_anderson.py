@@ -85,7 +85,7 @@ class Anderson(JacobianStrategy):
         scale = torch.diagonal(gram, dim1=1, dim2=2).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
         lam = self.regularization * scale / m + torch.finfo(x.dtype).tiny
         gamma = torch.linalg.solve(gram + lam.view(-1, 1, 1) * eye, rhs.unsqueeze(-1)).squeeze(-1)
-        gamma[0] = 0.0
+        gamma = torch.cat([torch.zeros_like(gamma[:1]), gamma[1:]])  # out of place: autograd runs through it
         correction = torch.einsum("apd,pa->pd", dx + dr, gamma)
         return g - correction
 
