@@ -3,20 +3,23 @@
 * :func:`load_digits_images` — the data: 16×16 one-channel images in [-1, 1], fixed train/test split.
 * :func:`load_pipeline`, ``MODEL_DIR`` — the trained ``DDPMPipeline`` (≈ 0.97 M-parameter
   ``UNet2DModel``), loaded offline; :func:`sample_digits` runs it into a tensor.
+* :func:`load_flow`, ``FLOW_MODEL_DIR`` — a second trained model of the same architecture: flow
+  matching (rectified flow, velocity prediction) for ``FlowMatchEulerDiscreteScheduler``.
 * :class:`DigitsClassifier`, :func:`load_classifier` — the bundled CNN classifier.
 * :func:`frechet_distance`, :func:`predicted_labels`, :func:`classifier_confidence` — sample quality.
 
-Both sets of weights are trained by the scripts in ``examples/``
-(``train_digits.py``, ``train_digits_classifier.py``).
+All the weights are trained by the scripts in ``examples/``
+(``train_digits.py``, ``train_digits_flow.py``, ``train_digits_classifier.py``).
 """
 
 from .classifier import CLASSIFIER_DIR, DigitsClassifier, load_classifier, save_classifier
 from .data import load_digits_images
 from .metrics import classifier_confidence, classifier_features, frechet_distance, predicted_labels
-from .model import MODEL_DIR, UNET_CONFIG, build_unet, load_pipeline, sample_digits
+from .model import FLOW_MODEL_DIR, MODEL_DIR, UNET_CONFIG, build_unet, load_flow, load_pipeline, sample_digits
 
 __all__ = [
     "CLASSIFIER_DIR",
+    "FLOW_MODEL_DIR",
     "MODEL_DIR",
     "UNET_CONFIG",
     "DigitsClassifier",
@@ -26,6 +29,7 @@ __all__ = [
     "frechet_distance",
     "load_classifier",
     "load_digits_images",
+    "load_flow",
     "load_pipeline",
     "predicted_labels",
     "sample_digits",

@@ -27,6 +27,8 @@ all 1437 real train digits (the floor)                    1.4
 360 samples of the bundled DDPM, DDIM 50 steps (η = 0)    6.2
 360 samples of the bundled DDPM, DDIM 20 steps            6.4
 360 samples of the bundled DDPM, DDIM 10 steps            9.9
+360 samples of the bundled flow model, Euler 28 steps     6.2
+360 samples of the bundled DDPM, DDIM 28 steps            5.9
 ========================================================  ======
 """
 

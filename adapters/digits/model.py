@@ -8,6 +8,14 @@ betas 1e-4 … 0.02, trained on the ``"train"`` split of
 :func:`pitsolve.adapters.digits.load_digits_images`; the saved UNet is the
 exponential moving average of the trained weights.  ``loss.csv``,
 ``loss.png`` and ``training.json`` beside it record the run.
+
+``FLOW_MODEL_DIR`` holds the second bundled model, written by
+``examples/train_digits_flow.py``: a flow-matching (rectified-flow)
+``UNet2DModel`` of the same architecture predicting the velocity
+``v = ε − x_0`` of ``x_σ = (1 − σ) x_0 + σ ε``, called with the timestep
+``1000 σ`` (Diffusers' convention), in ``unet/``, beside the
+``scheduler_config.json`` of a ``FlowMatchEulerDiscreteScheduler``
+(``num_train_timesteps=1000``, ``shift=1.0``); :func:`load_flow` loads both.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_DIR = WEIGHTS_DIR / "ddpm"
+FLOW_MODEL_DIR = Path(__file__).resolve().parent / "weights_flow"
 IMAGE_SIZE = 16
 
 # 16×16 → 8×8 → 4×4 with self-attention at 8×8 and 4×4: 966,929 parameters.
@@ -56,6 +65,25 @@ def load_pipeline(device: Union[str, torch.device] = "cpu", model_dir: Optional[
     pipe.unet.eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_flow(device: Union[str, torch.device] = "cpu", model_dir: Optional[Path] = None):
+    """``(unet, scheduler)`` of the bundled flow-matching model (or ``model_dir``), offline, the UNet in eval mode.
+
+    ``unet`` is the ``UNet2DModel`` of ``FLOW_MODEL_DIR/unet``, ``scheduler`` the
+    ``FlowMatchEulerDiscreteScheduler`` of ``FLOW_MODEL_DIR/scheduler_config.json``.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    folder = Path(FLOW_MODEL_DIR if model_dir is None else model_dir)
+    if not (folder / "unet" / "config.json").is_file() or not (folder / "scheduler_config.json").is_file():
+        raise FileNotFoundError(
+            f"No flow-matching model at {folder} (unet/config.json or scheduler_config.json missing); "
+            "train one with `python examples/train_digits_flow.py`."
+        )
+    unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True, low_cpu_mem_usage=False)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, local_files_only=True)
+    return unet.to(device).eval(), scheduler
 
 
 @torch.no_grad()
