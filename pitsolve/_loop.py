@@ -83,7 +83,6 @@ class Loop:
         self.ladder = Ladder(guard, strategy, system)
         self.bound = ErrorBound(system, tol, N) if stopping == "error" else None
         self.floor = max(tol, 10 * torch.finfo(spec.dtype).eps)  # stopping measures below it are round-off
-        self.K = system.steps_per_interval
         self.cost = Cost()
         x0 = spec.flatten(system.initial_state)
         # The accepted points: all of them, or (trajectory=False) the newest one only, so that

@@ -12,7 +12,8 @@ from pitsolve import InputTypeError, InputValueError
 from ..predictions import SampleClipping, eps_from_x0, model_output_to_x0_eps
 from ..schedule import VPSchedule
 from .base import StepRule, check_train_timesteps
-from .registry import fresh_scheduler, register
+from .registry import register
+from .scheduler_config import fresh_scheduler
 
 __all__ = ["DDIMRule"]
 

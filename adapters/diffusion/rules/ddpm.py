@@ -11,7 +11,8 @@ from pitsolve import InputValueError
 from ..predictions import SampleClipping, model_output_to_x0_eps
 from ..schedule import VPSchedule
 from .base import StepRule, check_train_timesteps
-from .registry import check_no_eta, fresh_scheduler, register
+from .registry import register
+from .scheduler_config import fresh_scheduler, require_eta_zero
 
 __all__ = ["DDPMRule", "DDPM_VARIANCE_TYPES"]
 
@@ -58,7 +59,7 @@ class DDPMRule(StepRule):
         Its ``timesteps``, ``alphas_cumprod``, prediction type, variance type and
         clipping/thresholding settings define the rule; ``eta`` must be 0 (or ``None``).
         """
-        check_no_eta(eta, type(scheduler).__name__)
+        require_eta_zero(eta, type(scheduler).__name__)
         fresh, _ = fresh_scheduler(scheduler, num_inference_steps)
         config = fresh.config
         return cls(

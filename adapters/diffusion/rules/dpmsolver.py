@@ -11,7 +11,8 @@ from pitsolve import InputTypeError, InputValueError
 from ..predictions import SampleClipping, eps_from_x0, model_output_to_x0_eps
 from ..schedule import FINAL_SIGMAS_TYPES
 from .base import StepRule
-from .registry import check_no_eta, fresh_scheduler, register
+from .registry import register
+from .scheduler_config import fresh_scheduler, require_eta_zero
 
 __all__ = ["DPMSolverMultistepRule", "DPM_ALGORITHM_TYPES", "DPM_SOLVER_TYPES"]
 
@@ -86,7 +87,7 @@ class DPMSolverMultistepRule(StepRule):
         the generic bridge (:class:`~pitsolve.adapters.diffusion.rules.bridge.SchedulerBridgeRule`),
         with their noise fixed up front.  ``eta`` must be 0 (or ``None``).
         """
-        check_no_eta(eta, type(scheduler).__name__)
+        require_eta_zero(eta, type(scheduler).__name__)
         if str(scheduler.config.get("algorithm_type", "dpmsolver++")).startswith("sde-"):
             from .bridge import SchedulerBridgeRule
 

@@ -17,8 +17,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Tuple, Type
 from pitsolve import InputTypeError
 
 __all__ = [
-    "REGISTRY", "register", "rule_class_for", "SAMPLERS", "SamplerEntry", "sampler", "served_by", "fresh_scheduler",
-    "check_no_eta",
+    "REGISTRY", "register", "rule_class_for", "SAMPLERS", "SamplerEntry", "sampler", "served_by",
 ]
 
 #: Diffusers scheduler class name → the rule class that reproduces its ``step``.
@@ -43,53 +42,6 @@ def register(rule_cls: Type) -> Type:
 def rule_class_for(name: str):
     """The registered rule class for the Diffusers scheduler class ``name``, or ``None``."""
     return REGISTRY.get(name)
-
-
-# --------------------------------------------------------------------------- shared by the rules' from_scheduler
-def fresh_scheduler(scheduler, num_inference_steps):
-    """``(fresh, n)``: a new scheduler of ``scheduler``'s class after ``set_timesteps(n)``; the user's is untouched.
-
-    The fresh scheduler is built from ``scheduler.config`` as it stands, in-place
-    patches included.  Diffusers' ``from_config`` drops the keys listed in
-    ``_use_default_values`` (settings left at their defaults when the scheduler
-    was built), so a config patched in place afterwards — as
-    ``StableDiffusionPipeline.__init__`` does with ``steps_offset=1`` and
-    ``clip_sample=False`` — would lose the patch; without that list every key
-    of the live config is kept.
-    """
-    from pitsolve import InputValueError
-    from pitsolve.extend import as_integer
-
-    n = as_integer(num_inference_steps)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}.")
-    config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
-    trained = config.get("num_train_timesteps")
-    if isinstance(trained, int) and n > trained:
-        raise InputValueError(
-            f"num_inference_steps={n} is larger than the scheduler's num_train_timesteps={trained}; "
-            f"pass num_inference_steps <= {trained}."
-        )
-    fresh = type(scheduler).from_config(config)
-    fresh.set_timesteps(n)
-    return fresh, n
-
-
-def check_no_eta(eta, name: str) -> None:
-    """Raise unless ``eta`` is ``None`` or 0 (samplers without DDIM's η)."""
-    import math
-
-    from pitsolve import InputValueError
-
-    if eta is None:
-        return
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
-        raise InputTypeError(f"eta must be a finite float, got {eta!r}.")
-    if eta != 0:
-        raise InputValueError(
-            f"eta={eta} applies to DDIM only (DDIMScheduler, DDIMParallelScheduler) and to schedulers whose step "
-            f"takes eta (TCD); {name} takes eta=0. For ancestral sampling use a DDPMScheduler (or DDIM with eta=1)."
-        )
 
 
 # --------------------------------------------------------------------------- named samplers

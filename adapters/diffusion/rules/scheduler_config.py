@@ -55,15 +55,16 @@ def require(config, key: str, allowed: Sequence, why: str) -> None:
 
 
 def require_eta_zero(eta, scheduler_name: str) -> None:
-    """``eta`` is DDIM's η; every other scheduler takes ``eta=0`` (``None``: the default, 0)."""
+    """Raise unless ``eta`` is ``None`` or 0 (samplers without DDIM's η)."""
     if eta is None:
         return
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
         raise InputTypeError(f"eta must be a finite float, got {eta!r}.")
     if eta != 0:
         raise InputValueError(
-            f"eta={eta} applies to DDIM only; {scheduler_name} takes eta=0 (for ancestral sampling use "
-            "EulerAncestralDiscreteScheduler, DDPMScheduler or DDIM with eta=1)."
+            f"eta={eta} applies to DDIM only (DDIMScheduler, DDIMParallelScheduler) and to schedulers whose step "
+            f"takes eta (TCD); {scheduler_name} takes eta=0. For ancestral sampling use EulerAncestralDiscreteScheduler, "
+            "a DDPMScheduler or DDIM with eta=1."
         )
 
 
