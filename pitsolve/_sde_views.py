@@ -36,7 +36,9 @@ class _Renamed:
 
     def __init__(self, sde, methods: Dict[str, str]):
         self.base = sde
-        self.noise_type, self.sde_type = sde.noise_type, sde.sde_type
+        for attr in ("noise_type", "sde_type"):  # absent ones are reported by SDESystem
+            if hasattr(sde, attr):
+                setattr(self, attr, getattr(sde, attr))
         for standard in NAME_ROLES.values():
             source = methods.get(standard, standard)
             if hasattr(sde, source):
