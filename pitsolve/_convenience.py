@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
@@ -105,11 +105,14 @@ def odeint(
 def sdeint(
     sde,
     y0: torch.Tensor,
-    ts: torch.Tensor,
+    ts,
     bm=None,
-    method: str = "euler",
+    method: Optional[str] = "euler",
     dt: Optional[float] = None,
+    adaptive: bool = False,
     *,
+    names: Optional[dict] = None,
+    logqp: bool = False,
     substeps: Optional[int] = None,
     seed: int = 0,
     jacobian="identity",
@@ -120,26 +123,49 @@ def sdeint(
     atol: float = 1.0,
     rtol: float = 1.0,
     progress: bool = False,
-) -> torch.Tensor:
-    """Like ``torchsde.sdeint(sde, y0, ts, method=method, dt=dt)``, solved in parallel.
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """``torchsde.sdeint(sde, y0, ts, bm, method, dt, names=names, logqp=logqp)``, solved in parallel.
 
-    The Brownian path is fixed per interval by ``seed`` (see
-    :class:`~pitsolve.SDESystem`); a ``bm`` cannot be passed — use
-    ``SDESystem(...).brownian_motion()`` to give torchsde the same path.
-    ``dt`` must divide every interval of ``ts`` (it sets ``substeps``);
-    give ``substeps`` instead for a fixed number of steps per interval.
-    Returns ``[len(ts), batch, d]``.
+    * ``bm``: a torchsde Brownian motion (``BrownianInterval``,
+      ``BrownianTree``, ``BrownianPath``…); its increments on the steps of
+      ``dt`` drive the solve, so the result equals torchsde's with the same
+      ``bm`` and ``dt`` (see :class:`~pitsolve.SDESystem`).  ``None``: a path
+      fixed per interval by ``seed`` (``SDESystem(...).brownian_motion()``
+      gives torchsde that path).
+    * ``method``: any of :data:`~pitsolve.SDE_ALL_METHODS`; ``None`` picks
+      torchsde's default (``srk`` for Itô SDEs but general noise, ``euler``
+      there, ``midpoint`` for Stratonovich).  pitsolve's default stays ``"euler"``.
+    * ``dt`` must divide every interval of ``ts`` (it sets ``substeps``);
+      give ``substeps`` instead for a fixed number of steps per interval.
+    * ``adaptive=True`` is refused (a typed error says why); ``ts`` must
+      increase, as torchsde requires; a list of floats is accepted.
+    * ``names``, ``logqp`` as in torchsde: with ``logqp=True`` the return is
+      ``(ys, log_ratio)``, ``log_ratio`` of shape ``[len(ts) − 1, batch]``.
+
+    ``atol``/``rtol`` are the scale of the parallel solve's stopping rule
+    (:class:`~pitsolve.SDESystem`), not step-size tolerances.  Returns
+    ``[len(ts), batch, d]``.  Gradients flow to the sde's parameters as
+    through ``torchsde.sdeint``.
     """
-    if bm is not None:
-        raise InputTypeError(
-            "bm is not accepted: pitsolve fixes the Brownian path per interval from `seed` so the "
-            "parallel and sequential solves agree; pass seed=... (SDESystem.brownian_motion() gives that path)."
-        )
+    if adaptive is not False:
+        if adaptive is True:
+            raise InputValueError(
+                "adaptive=True is not supported: torchsde's adaptive stepping carries its step size and error "
+                "history from one output time to the next and queries the Brownian path at times that depend on "
+                "the solution, so a point's map Φ_n would depend on the path of the iterate, not on X_n alone, and "
+                "would not reproduce torchsde's; pass a fixed dt that divides the intervals of ts (adaptive=False)."
+            )
+        raise InputTypeError(f"adaptive={adaptive!r} must be False (adaptive SDE stepping is not supported).")
+    if isinstance(ts, (list, tuple)) and isinstance(y0, torch.Tensor):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts):
+            raise InputTypeError(f"ts={ts!r} must be a 1-D tensor or a list of floats, as torchsde takes.")
+        ts = torch.tensor(ts, dtype=y0.dtype, device=y0.device)
     substeps = _substeps_from_dt(ts, dt, substeps)
-    system = SDESystem(sde, y0, ts, method=method, substeps=substeps, seed=seed, atol=atol, rtol=rtol)
-    return solve(
-        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress
-    ).ys
+    system = SDESystem(
+        sde, y0, ts, method=method, substeps=substeps, seed=seed, bm=bm, logqp=logqp, names=names, atol=atol, rtol=rtol
+    )
+    ys = solve(system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress).ys
+    return system.outputs(ys)
 
 
 def _substeps_from_dt(ts, dt, substeps, name: str = "dt") -> int:

@@ -5,25 +5,42 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torchsde
 from torch import nn
 
-from ._brownian import GridBrownian
+from ._brownian import GridBrownian, Noise
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
 from ._grid import as_integer, check_grid, check_positive_int, check_tolerances
+from ._sde_views import renamed, with_logqp
 from ._state import StateSpec
 from ._system import BandedSystem
 
-__all__ = ["SDESystem", "SDE_METHODS"]
+__all__ = ["SDESystem", "SDE_METHODS", "SDE_ALL_METHODS"]
 
 #: torchsde fixed-step methods that need no Lévy area and carry no state across steps.
 SDE_METHODS = ("euler", "milstein", "heun", "midpoint", "euler_heun")
+#: Every torchsde method pitsolve integrates: :data:`SDE_METHODS`, ``srk`` (needs the
+#: space-time Lévy area), ``reversible_heun`` (carries a second state ``z``) and ``log_ode``
+#: (needs a Lévy-area approximation, so a user ``bm``).
+SDE_ALL_METHODS = SDE_METHODS + ("srk", "reversible_heun", "log_ode")
+#: What each method needs from the Brownian path besides the increment (torchsde's solvers).
+_NEEDS = {"srk": "U", "log_ode": "A"}
+#: torchsde's ``levy_area_approximation`` values that serve each need.
+_SERVES = {"U": ("space-time", "davie", "foster"), "A": ("davie", "foster")}
 _NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
 _SDE_TYPES = ("ito", "stratonovich")
+
+
+def default_method(noise_type: str, sde_type: str) -> str:
+    """torchsde's choice for ``method=None``: ``srk`` for Itô SDEs but general noise (``euler``), ``midpoint`` for Stratonovich."""
+    if sde_type == "stratonovich":
+        return "midpoint"
+    return "euler" if noise_type == "general" else "srk"
 
 
 class SDESystem(BandedSystem):
@@ -31,19 +48,47 @@ class SDESystem(BandedSystem):
 
     ``sde`` is an object as for ``torchsde.sdeint``: methods ``f(t, y)`` and
     ``g(t, y)`` (or ``f_and_g``) and attributes ``noise_type`` and ``sde_type``;
-    ``y0`` has shape ``(batch, d)``.
+    ``y0`` has shape ``(batch, d)``; ``t`` is strictly increasing (torchsde
+    refuses decreasing times too).  ``method`` is one of
+    :data:`SDE_ALL_METHODS` (``None``: torchsde's default for the SDE's type).
 
-    The Brownian increments of interval ``n`` are drawn once from a generator
-    seeded by ``(seed, n)``: ``substeps`` increments of variance ``h_n/K`` each.
-    So ``Φ_n`` (``substeps`` fixed steps of ``method``) is deterministic, and
-    :func:`~pitsolve.sequential` uses the very same path.  A batch of intervals
-    runs in **one** ``torchsde.sdeint`` call on the rescaled time
-    ``s ∈ [0, 1]``: ``dY = h f(t_n + s h, Y) ds + √h g(t_n + s h, Y) dW_s`` with
-    ``W_s = W_t / √h`` — for Itô and Stratonovich alike.
+    **The Brownian path.**  ``Φ_n`` runs ``substeps`` (K) fixed steps of
+    ``method`` on ``[t_n, t_{n+1}]``, at ``t_n + kδ_n`` with ``δ_n = h_n/K``,
+    driven by fixed increments, so it is deterministic and
+    :func:`~pitsolve.sequential` uses the very same path:
 
-    :meth:`brownian_motion` returns the whole path as a torchsde Brownian
-    motion in the original time, so ``torchsde.sdeint(sde, y0, t, bm=...,
-    dt=h/K)`` reproduces the sequential solve.
+    * ``bm=None``: the increments of interval ``n`` are drawn from a
+      generator seeded by ``(seed, n)``, variance ``δ_n`` each; for ``srk``
+      the space-time Lévy areas ``H ~ N(0, δ_n/12)`` (independent of the
+      increments, as for Brownian motion) from the stream ``(seed, n, 1)``.
+    * ``bm=`` any ``torchsde.BaseBrownian`` (``BrownianInterval``,
+      ``BrownianTree``, ``BrownianPath``) of shape ``(batch, m)``: the
+      increments of step ``k`` of interval ``n`` are ``bm(t_n + kδ_n,
+      t_n + (k+1)δ_n)`` (with ``U``/``A`` where the method needs them),
+      queried once, in time order, when the system is built.  Then
+      ``sequential(system)`` equals ``torchsde.sdeint(sde, y0, t, bm=bm,
+      dt=δ, method=method)`` — exactly when the step times are exact in
+      floating point (torchsde accumulates ``t += dt``), e.g. dyadic grids.
+
+    **The state.**  :attr:`initial_state` is ``y0``, with one more column
+    ``L`` (the log-ratio, starting at 0) when ``logqp=True``, and for
+    ``reversible_heun`` followed by its second state ``z`` (``z_0 = y_0``):
+    torchsde carries ``(f, g, z)`` from step to step, and ``f, g`` are
+    ``f_and_g(t, z)``, so ``Φ_n`` maps ``(y_n, z_n) ↦ (y_{n+1}, z_{n+1})``
+    and recomputes ``f, g`` at ``t_n`` (one extra ``f_and_g`` per interval).
+    :meth:`outputs` turns a trajectory into what ``torchsde.sdeint``
+    returns.  ``names`` maps torchsde's roles (``drift``, ``diffusion``,
+    ``prior_drift``, ``drift_and_diffusion``) to the sde's method names.
+
+    **Batching.**  A batch of intervals runs in **one** ``torchsde.sdeint``
+    call on the rescaled time ``s ∈ [0, K]`` with unit steps (exact in
+    floating point): ``dY = δ f(t_n + sδ, Y) ds + √δ g(t_n + sδ, Y) dW_s``
+    with ``W_s = W_t/√δ``, ``H_s = H/√δ``, ``A_s = A/δ`` — for Itô and
+    Stratonovich alike.  :meth:`brownian_motion` returns the path in the
+    original time (the user's ``bm`` itself when one was given).
+
+    **Gradients** flow to the sde's parameters through :func:`~pitsolve.sequential`
+    and :func:`~pitsolve.solve` as through ``torchsde.sdeint``.
     """
 
     def __init__(
@@ -52,58 +97,76 @@ class SDESystem(BandedSystem):
         y0: torch.Tensor,
         t: torch.Tensor,
         *,
-        method: str = "euler",
+        method: Optional[str] = "euler",
         substeps: int = 1,
         seed: int = 0,
+        bm: Optional[torchsde.BaseBrownian] = None,
+        logqp: bool = False,
+        names: Optional[dict] = None,
         atol: float = 1.0,
         rtol: float = 1.0,
     ):
+        view = renamed(sde, names)
         for attr in ("noise_type", "sde_type"):
-            if not hasattr(sde, attr):
+            if not hasattr(view, attr):
                 raise InputTypeError(
                     f"sde has no attribute {attr!r}; define it as for torchsde.sdeint "
                     "(e.g. noise_type='diagonal', sde_type='ito')."
                 )
-        if not (hasattr(sde, "f") or hasattr(sde, "f_and_g")) or not (hasattr(sde, "g") or hasattr(sde, "f_and_g")):
+        if not (hasattr(view, "f") or hasattr(view, "f_and_g")) or not (hasattr(view, "g") or hasattr(view, "f_and_g")):
             raise InputTypeError("sde must define f(t, y) and g(t, y) (or f_and_g); see torchsde.sdeint.")
         for attr, allowed in (("noise_type", _NOISE_TYPES), ("sde_type", _SDE_TYPES)):
-            if getattr(sde, attr) not in allowed:
+            if getattr(view, attr) not in allowed:
                 raise InputValueError(
-                    f"sde.{attr}={getattr(sde, attr)!r} is not one of {list(allowed)}; set it as for torchsde.sdeint."
+                    f"sde.{attr}={getattr(view, attr)!r} is not one of {list(allowed)}; set it as for torchsde.sdeint."
                 )
-        self._spec = StateSpec.of(y0, "y0")
+        if not isinstance(logqp, bool):
+            raise InputTypeError(f"logqp={logqp!r} must be True or False.")
+        core = with_logqp(view) if logqp else view
+        user_spec = StateSpec.of(y0, "y0")
         if isinstance(y0, tuple) or y0.dim() != 2:
             raise InputValueError(
-                f"y0 has shape {self._spec.shapes[0] if not isinstance(y0, tuple) else 'tuple'}; "
+                f"y0 has shape {user_spec.shapes[0] if not isinstance(y0, tuple) else 'tuple'}; "
                 "torchsde states are 2-D (batch, d): use y0.reshape(batch, -1)."
             )
-        self.t = check_grid(t, self._spec, increasing_only=True)
-        if method not in SDE_METHODS:
-            raise InputValueError(
-                f"method={method!r} is not supported; choose one of {list(SDE_METHODS)} "
-                "(fixed-step methods that need no Lévy area and carry no state across steps)."
-            )
+        try:
+            self.t = check_grid(t, user_spec, increasing_only=True)
+        except InputValueError:
+            _refuse_decreasing(t)  # with torchsde's reason, where t is decreasing
+            raise
+        if method is None:
+            method = default_method(view.noise_type, view.sde_type)
+        if method not in SDE_ALL_METHODS:
+            hint = (" (it serves sdeint_adjoint only, as in torchsde)" if method == "adjoint_reversible_heun" else "")
+            raise InputValueError(f"method={method!r} is not supported{hint}; choose one of {list(SDE_ALL_METHODS)}.")
         seed = as_integer(seed)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputValueError(f"seed={seed!r} must be a non-negative int.")
-        self.sde, self.method, self.seed = sde, method, seed
+        self.sde, self.method, self.seed, self.names, self.logqp = sde, method, seed, names, logqp
+        self._core = core
         self.substeps = check_positive_int(substeps, "substeps")
         self.atol, self.rtol = check_tolerances(atol, rtol)
         self._y0 = y0
+        self._d = y0.shape[1]
+        #: The dimension torchsde integrates: d, plus the log-ratio column with logqp.
+        self._sde_dim = self._d + int(logqp)
+        x0 = torch.cat([y0, torch.zeros_like(y0[:, :1])], dim=1) if logqp else y0
+        self._x0 = torch.cat([x0, x0], dim=1) if method == "reversible_heun" else x0
+        self._spec = StateSpec.of(self._x0, "y0")
         self._noise_channels = self._infer_noise_channels()
         #: Methods of ``sde`` that vmap cannot batch (e.g. ``float(t)``): called once per interval instead.
         self._unbatched = set()
-        dtype, device = self._spec.dtype, self._spec.device
-        self._s = torch.linspace(0.0, 1.0, self.substeps + 1, dtype=dtype, device=device)
-        # Milstein differentiates g with autograd inside the step, which forward-mode
-        # AD cannot trace: JVPs of this system use the double-backward trick.
-        self._pitsolve_reverse_jvp = method == "milstein"
+        self.bm = self._check_bm(bm)
+        self._path = self._query_bm() if bm is not None else None
+        # Milstein and the log-ODE scheme differentiate g with autograd inside the step, which
+        # forward-mode AD cannot trace: JVPs of this system use the double-backward trick.
+        self._pitsolve_reverse_jvp = method in ("milstein", "log_ode")
         self._check_contract()
 
     # -- BandedSystem ---------------------------------------------------------
     @property
     def initial_state(self) -> torch.Tensor:
-        return self._y0
+        return self._x0
 
     @property
     def num_intervals(self) -> int:
@@ -118,41 +181,69 @@ class SDESystem(BandedSystem):
         return self.substeps
 
     def propagate(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return self._integrate(states, indices, self.increments(indices), self._s)
+        return self._integrate(states, indices, coarse=False)
 
     def coarse_propagate(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """One step of the method over the whole interval, driven by the same path's total increment."""
-        dW = self.increments(indices).sum(0, keepdim=True)
-        return self._integrate(states, indices, dW, self._s[[0, -1]])
+        """One step of the method over the whole interval, driven by the same path (its increments joined exactly)."""
+        return self._integrate(states, indices, coarse=True)
 
-    def _integrate(self, states, indices, dW, s) -> torch.Tensor:
-        B, batch, d = states.shape
-        K = s.numel() - 1
+    def _integrate(self, states: torch.Tensor, indices: torch.Tensor, coarse: bool) -> torch.Tensor:
+        B, batch, D = states.shape
+        K = self.substeps
         ta = self.t[indices]
-        h = self.t[indices + 1] - ta
-        # Increments in s-time, dW_s = dW_t / sqrt(h), as a path on the grid s: [K+1, B*batch, m].
-        dW = (dW / h.sqrt().view(1, B, 1, 1)).reshape(K, B * batch, -1)
-        W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
-        rescaled = _RescaledSDE(self, ta, h, B, batch)
-        ys = torchsde.sdeint(
-            rescaled, states.reshape(B * batch, d), s[[0, -1]], bm=GridBrownian(s, W),
-            method=self.method, dt=1.0 / K,
-        )
-        out = ys[-1].reshape(B, batch, d)
-        # Milstein differentiates g internally, so its result carries a graph even when
-        # the states do not; detach it then, or graphs would chain across sweeps.
-        return out.detach() if out.requires_grad and not states.requires_grad else out
+        delta = (self.t[indices + 1] - ta) / K
+        noise = self.noise(indices).scaled(delta.view(1, B, 1, 1))  # in s-time, [K, B, batch, m(, m)]
+        W = noise.W.reshape(K, B * batch, -1)
+        W = torch.cat([torch.zeros_like(W[:1]), W.cumsum(0)], dim=0)
+        flat = [None if x is None else x.reshape(K, B * batch, *x.shape[3:]) for x in (noise.H, noise.A)]
+        grid = torch.arange(K + 1, dtype=W.dtype, device=W.device)
+        levy = None if self.bm is None else self.bm.levy_area_approximation
+        path = GridBrownian(grid, W, *flat, levy_area_approximation=levy if flat[1] is not None else None)
+        rescaled = _RescaledSDE(self, ta, delta, B, batch)
+        x = states.reshape(B * batch, D)
+        ends, step = grid[[0, -1]], float(K if coarse else 1)
+        if self.method == "reversible_heun":
+            y, z = x.split(self._sde_dim, dim=1)
+            f0, g0 = rescaled.f_and_g(ends[0], z)
+            ys, (_, _, z1) = torchsde.sdeint(
+                rescaled, y, ends, bm=path, method=self.method, dt=step, extra_solver_state=(f0, g0, z), extra=True
+            )
+            out = torch.cat([ys[-1], z1], dim=1)
+        else:
+            out = torchsde.sdeint(rescaled, x, ends, bm=path, method=self.method, dt=step)[-1]
+        out = out.reshape(B, batch, D)
+        # Milstein (and log-ODE) differentiate g internally, so their result carries a graph even
+        # when neither the states nor the sde's parameters need one; detach it then, or graphs
+        # would chain across sweeps.  With parameters that need grad the graph is the gradient's.
+        if out.requires_grad and not states.requires_grad and not self._parameters_need_grad:
+            out = out.detach()
+        return out
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * states[:, self.monitored].abs()
 
-    def to(self, device) -> "SDESystem":
-        """A replica on ``device``: ``y0`` and ``t`` moved, ``sde`` moved if it is an ``nn.Module``.
+    def outputs(self, ys: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """What ``torchsde.sdeint`` returns for the trajectory ``ys`` ``[T, batch, D]`` of this system.
 
-        The Brownian path is drawn on the CPU from ``(seed, n)`` whatever the
+        ``ys[..., :d]`` (``z`` of ``reversible_heun`` dropped); with
+        ``logqp=True`` the pair ``(ys[..., :d], log_ratio)`` where
+        ``log_ratio[n] = L(t_{n+1}) − L(t_n)``, shape ``[T−1, batch]``.
+        """
+        y = ys[..., : self._d]
+        if not self.logqp:
+            return y
+        L = ys[..., self._d]
+        return y, L[1:] - L[:-1]
+
+    def to(self, device) -> "SDESystem":
+        """A replica on ``device``: ``y0``, ``t`` and the fixed path moved, ``sde`` moved if it is an ``nn.Module``.
+
+        The seeded path is drawn on the CPU from ``(seed, n)`` whatever the
         device, so every replica sees the same path.  ``self`` is not modified.
         """
-        new = replica(self, device, ("_y0", "t", "_s", "sde"))
+        new = replica(self, device, ("_y0", "_x0", "t", "sde", "_path"))
+        new._path = None if new._path is None else Noise(*new._path)
+        new._core = with_logqp(renamed(new.sde, self.names)) if self.logqp else renamed(new.sde, self.names)
         new._spec = dataclasses.replace(self._spec, device=new.t.device)
         return new
 
@@ -163,67 +254,161 @@ class SDESystem(BandedSystem):
             "method": self.method,
             "substeps": str(self.substeps),
             "seed": str(self.seed),
+            "bm": "none" if self._path is None else digest(self._path.W),
+            "logqp, names": f"{self.logqp}, {sorted(self.names.items()) if self.names else None}",
             "atol, rtol": f"{self.atol!r}, {self.rtol!r}",
-            "sde": f"{digest(self.sde)} ({self.sde.noise_type}, {self.sde.sde_type})",
+            "sde": f"{digest(self.sde)} ({self._core.noise_type}, {self._core.sde_type})",
         }
 
     # -- the fixed Brownian path ----------------------------------------------
-    def increments(self, indices: torch.Tensor) -> torch.Tensor:
-        """Brownian increments ``[K, B, batch, m]`` of the intervals ``indices`` (variance ``h_n/K``)."""
-        batch = self._spec.shapes[0][0]
-        out = []
+    def noise(self, indices: torch.Tensor) -> Noise:
+        """The path's data on the steps of the intervals ``indices``, in the original time.
+
+        ``W`` (increments, ``[K, B, batch, m]``), and where the method needs
+        them ``H`` (space-time Lévy areas, same shape) or ``A`` (Lévy areas,
+        ``[K, B, batch, m, m]``); see :mod:`pitsolve._brownian`.
+        """
+        if self._path is not None:
+            idx = indices.to(self._path.W.device)
+            return Noise(*(None if x is None else x[idx].transpose(0, 1).to(self.t.device) for x in self._path))
+        batch, K, m = self._spec.shapes[0][0], self.substeps, self._noise_channels
+        need_H = _NEEDS.get(self.method) == "U"
+        W, H = [], []
         for n in indices.tolist():
             gen = torch.Generator(device="cpu").manual_seed(_interval_seed(self.seed, n))
-            z = torch.randn(self.substeps, batch, self._noise_channels, generator=gen, dtype=torch.float64)
-            out.append(z)
-        z = torch.stack(out, dim=1).to(dtype=self._spec.dtype, device=self._spec.device)
-        h = (self.t[indices + 1] - self.t[indices]).abs()
-        return z * (h / self.substeps).sqrt().view(1, -1, 1, 1)
+            W.append(torch.randn(K, batch, m, generator=gen, dtype=torch.float64))
+            if need_H:
+                gen = torch.Generator(device="cpu").manual_seed(_interval_seed(self.seed, n, 1))
+                H.append(torch.randn(K, batch, m, generator=gen, dtype=torch.float64) / math.sqrt(12.0))
+        delta = ((self.t[indices + 1] - self.t[indices]).abs() / K).sqrt().view(1, -1, 1, 1)
+        as_state = lambda z: torch.stack(z, dim=1).to(dtype=self._spec.dtype, device=self._spec.device) * delta
+        return Noise(as_state(W), as_state(H) if need_H else None)
 
-    def brownian_motion(self) -> GridBrownian:
-        """The whole fixed path as a torchsde Brownian motion in the original time ``t``."""
+    def increments(self, indices: torch.Tensor) -> torch.Tensor:
+        """Brownian increments ``[K, B, batch, m]`` of the intervals ``indices`` (variance ``h_n/K``)."""
+        return self.noise(indices).W
+
+    def brownian_motion(self) -> torchsde.BaseBrownian:
+        """The whole fixed path as a torchsde Brownian motion in the original time ``t``.
+
+        The user's ``bm`` when one was given; else a :class:`GridBrownian`
+        through the seeded increments (with their space-time Lévy areas for
+        ``srk``), so ``torchsde.sdeint(sde, y0, t, bm=..., dt=h/K,
+        method=...)`` reproduces :func:`~pitsolve.sequential`.
+        """
+        if self.bm is not None:
+            return self.bm
         N, K = self.num_intervals, self.substeps
-        idx = torch.arange(N, device=self.t.device)
-        z = self.increments(idx)
-        dW = z.transpose(0, 1).reshape(N * K, *z.shape[2:])
+        noise = self.noise(torch.arange(N, device=self.t.device))
+        dW = noise.W.transpose(0, 1).reshape(N * K, *noise.W.shape[2:])
         W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
-        frac = torch.arange(K, dtype=self.t.dtype, device=self.t.device) / K
-        grid = (self.t[:-1, None] + frac[None, :] * (self.t[1:] - self.t[:-1])[:, None]).reshape(-1)
-        grid = torch.cat([grid, self.t[-1:]])
-        return GridBrownian(grid, W)
+        H = None if noise.H is None else noise.H.transpose(0, 1).reshape(N * K, *noise.H.shape[2:])
+        grid = torch.cat([self._step_times()[:, :-1].reshape(-1), self.t[-1:]])
+        return GridBrownian(grid, W, H)
+
+    def _step_times(self) -> torch.Tensor:
+        """``[N, K+1]``: ``t_n + kδ_n``, with ``t_{n+1}`` itself at ``k = K`` (the query times of the path)."""
+        K = self.substeps
+        t = self.t
+        delta = (t[1:] - t[:-1]) / K
+        k = torch.arange(K + 1, dtype=t.dtype, device=t.device)
+        times = t[:-1, None] + k[None, :] * delta[:, None]
+        times[:, -1] = t[1:]
+        return times
+
+    def _query_bm(self) -> Noise:
+        """The user's ``bm`` on every step, queried once in time order: ``Noise`` of ``[N, K, batch, m(, m)]``."""
+        need = _NEEDS.get(self.method)
+        times = self._step_times().to(self.bm.device)
+        W, X = [], []
+        for n in range(times.shape[0]):
+            for k in range(self.substeps):
+                out = self.bm(times[n, k], times[n, k + 1], return_U=need == "U", return_A=need == "A")
+                if need is None:
+                    W.append(out)
+                    continue
+                W.append(out[0])
+                if need == "U":  # H from U = δ (W/2 + H)
+                    X.append(out[1] / (times[n, k + 1] - times[n, k]) - 0.5 * out[0])
+                else:
+                    X.append(out[1])
+        shape = (times.shape[0], self.substeps)
+        stack = lambda parts: torch.stack(parts).reshape(*shape, *parts[0].shape).detach()
+        W = stack(W)
+        if need is None:
+            return Noise(W)
+        return Noise(W, stack(X), None) if need == "U" else Noise(W, None, stack(X))
 
     # -- checks ------------------------------------------------------------------
+    def _check_bm(self, bm):
+        """``bm`` checked against the state and the method (``None`` passes, unless the method needs Lévy areas)."""
+        need = _NEEDS.get(self.method)
+        if bm is None:
+            if need == "A":
+                raise InputValueError(
+                    f"method={self.method!r} needs a Lévy-area approximation, which pitsolve's seeded path does "
+                    "not draw; pass bm=torchsde.BrownianInterval(t0, t1, size=(batch, m), "
+                    "levy_area_approximation='davie') (or 'foster'), as torchsde needs."
+                )
+            return None
+        if not isinstance(bm, torchsde.BaseBrownian):
+            raise InputTypeError(
+                f"bm is a {type(bm).__name__}; pass a torchsde Brownian motion (BrownianInterval, "
+                "BrownianTree, BrownianPath or another torchsde.BaseBrownian), or None for the seeded path."
+            )
+        expected = (self._spec.shapes[0][0], self._noise_channels)
+        if tuple(bm.shape) != expected:
+            extra = " (logqp=True with diagonal noise adds the log-ratio's noise channel, as in torchsde)" if (
+                self.logqp and self._core.noise_type == "diagonal") else ""
+            raise InputValueError(
+                f"bm has shape {tuple(bm.shape)}, expected (batch, noise channels) = {expected}{extra}; "
+                f"create it with size={expected}."
+            )
+        if bm.dtype != self._spec.dtype or bm.device != self._spec.device:
+            raise InputTypeError(
+                f"bm has dtype {bm.dtype} on {bm.device} but y0 has dtype {self._spec.dtype} on "
+                f"{self._spec.device}; create it with dtype=y0.dtype, device=y0.device."
+            )
+        if need is not None and bm.levy_area_approximation not in _SERVES[need]:
+            raise InputValueError(
+                f"method={self.method!r} needs bm.levy_area_approximation in {list(_SERVES[need])}, but bm has "
+                f"{bm.levy_area_approximation!r}; create it with levy_area_approximation="
+                f"{_SERVES[need][0]!r} (as torchsde requires)."
+                + (" Or pass bm=None: pitsolve's seeded path carries the space-time Lévy area." if need == "U" else "")
+            )
+        return bm
+
     def _infer_noise_channels(self) -> int:
-        d = self._spec.shapes[0][1]
-        if self.sde.noise_type == "diagonal":
-            return d
-        if self.sde.noise_type == "scalar":
+        if self._core.noise_type == "diagonal":
+            return self._sde_dim
+        if self._core.noise_type == "scalar":
             return 1
-        g = self.sde.f_and_g(self.t[0], self._y0)[1] if not hasattr(self.sde, "g") else self.sde.g(self.t[0], self._y0)
+        core, x0 = self._core, self._x0[:, : self._sde_dim]
+        g = core.f_and_g(self.t[0], x0)[1] if not hasattr(core, "g") else core.g(self.t[0], x0)
         if g.dim() != 3:
             raise InputValueError(
-                f"sde.g returned shape {tuple(g.shape)} for noise_type={self.sde.noise_type!r}; "
-                "expected (batch, d, m)."
+                f"sde.g returned shape {tuple(g.shape)} for noise_type={core.noise_type!r}; expected (batch, d, m)."
             )
         return g.shape[2]
 
     def _check_contract(self) -> None:
         self._check_shapes()
         try:
-            out = self.propagate(self._y0.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=self.t.device))
+            out = self.propagate(self._x0.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=self.t.device))
         except ValueError as err:
             raise InputValueError(f"torchsde rejected the SDE: {err}") from err
         self._spec.check_batch(out, 1, "the SDE step")
 
     def _check_output(self, name: str, out, B: int) -> None:
         """Raise unless ``out``, ``sde.<name>`` on ``B`` intervals at once, has the shape, dtype and device it must."""
-        batch, d = self._spec.shapes[0]
-        expected = (batch, d) if name == "f" or self.sde.noise_type == "diagonal" else (batch, d, self._noise_channels)
+        batch, d = self._spec.shapes[0][0], self._sde_dim
+        diagonal = self._core.noise_type == "diagonal"
+        expected = (batch, d) if name == "f" or diagonal else (batch, d, self._noise_channels)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, *expected):
             got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InputValueError(
                 f"sde.{name} returned shape {got} for y of shape {(batch, d)} and "
-                f"noise_type={self.sde.noise_type!r}; make it return shape {expected}."
+                f"noise_type={self._core.noise_type!r}; make it return shape {expected}."
             )
         if out.dtype != self._spec.dtype:
             raise InputTypeError(
@@ -237,28 +422,48 @@ class SDESystem(BandedSystem):
             )
 
     def _check_shapes(self) -> None:
-        """Call the drift and diffusion once on ``y0`` and name any shape that does not fit it."""
-        sde, t0, y0 = self.sde, self.t[0], self._y0
-        f = sde.f(t0, y0) if hasattr(sde, "f") else sde.f_and_g(t0, y0)[0]
-        g = sde.g(t0, y0) if hasattr(sde, "g") else sde.f_and_g(t0, y0)[1]
-        batch, d = self._spec.shapes[0]
-        m = self._noise_channels
-        expected_g = (batch, d) if sde.noise_type == "diagonal" else (batch, d, m)
-        for name, out, expected in (("f", f, (batch, d)), ("g", g, expected_g)):
+        """Call the drift and diffusion (and prior drift) once on ``y0`` and name any shape that does not fit it.
+
+        Also records whether their outputs need grad for a ``y0`` that does not
+        (parameters of the sde that need grad), for :meth:`_integrate`.
+        """
+        view = renamed(self.sde, self.names)
+        t0, y0 = self.t[0], self._y0.detach()
+        with torch.enable_grad():
+            f = view.f(t0, y0) if hasattr(view, "f") else view.f_and_g(t0, y0)[0]
+            g = view.g(t0, y0) if hasattr(view, "g") else view.f_and_g(t0, y0)[1]
+            h = view.h(t0, y0) if self.logqp else None
+        batch, d = self._y0.shape
+        m = self._noise_channels - (1 if self.logqp and view.noise_type == "diagonal" else 0)
+        expected_g = (batch, d) if view.noise_type == "diagonal" else (batch, d, m)
+        checks = [("f", f, (batch, d)), ("g", g, expected_g)] + ([("h", h, (batch, d))] if self.logqp else [])
+        for name, out, expected in checks:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             if got != expected:
                 raise InputValueError(
                     f"sde.{name} returned shape {got} for y0 of shape {(batch, d)} and "
-                    f"noise_type={sde.noise_type!r}; make it return shape {expected}."
+                    f"noise_type={view.noise_type!r}; make it return shape {expected}."
                 )
+        self._parameters_need_grad = any(o.requires_grad for o, in ((f,), (g,), (h,)) if o is not None)
+
+
+def _refuse_decreasing(t: torch.Tensor) -> None:
+    """Refuse a strictly decreasing grid ``t`` (that failed the increasing check) as ``torchsde.sdeint`` does."""
+    if t.dim() == 1 and t.numel() >= 2 and bool(torch.isfinite(t).all()) and bool((t[1:] < t[:-1]).all()):
+        raise InputValueError(
+            f"t is decreasing (t[0]={t[0].item()} > t[1]={t[1].item()}); torchsde.sdeint refuses decreasing "
+            "times as well (its solvers step forward; only sdeint_adjoint runs backward, internally). "
+            "Pass increasing times, e.g. t.flip(0), and reverse the SDE yourself if you need backward time."
+        ) from None
 
 
 class _RescaledSDE(nn.Module):
-    """The user's SDE on s ∈ [0, 1] for B intervals at once (per-row time)."""
+    """The user's SDE on s ∈ [0, K] for B intervals at once (per-row time t = t_n + s·δ_n)."""
 
-    def __init__(self, system: "SDESystem", ta: torch.Tensor, h: torch.Tensor, B: int, batch: int):
+    def __init__(self, system: "SDESystem", ta: torch.Tensor, delta: torch.Tensor, B: int, batch: int):
         super().__init__()
-        self.system, self.base, self.ta, self.h, self.B, self.batch = system, system.sde, ta, h, B, batch
+        # t = ta + s·δ: f is scaled by δ and g by √δ (the SDESystem docstring's "Batching").
+        self.system, self.base, self.ta, self.delta, self.B, self.batch = system, system._core, ta, delta, B, batch
         self.noise_type, self.sde_type = self.base.noise_type, self.base.sde_type
 
     def _call(self, name, s, y):
@@ -270,7 +475,7 @@ class _RescaledSDE(nn.Module):
         with ``t`` a plain 0-dim tensor, after a one-time warning.
         """
         fn = getattr(self.base, name)
-        tt = self.ta + s * self.h
+        tt = self.ta + s * self.delta
         yb = y.reshape(self.B, self.batch, -1)
         if name not in self.system._unbatched:
             try:
@@ -305,12 +510,12 @@ class _RescaledSDE(nn.Module):
 
     def f(self, s, y):
         if hasattr(self.base, "f"):
-            return self._scale(self._per_interval("f", s, y), self.h)
+            return self._scale(self._per_interval("f", s, y), self.delta)
         return self.f_and_g(s, y)[0]
 
     def g(self, s, y):
         if hasattr(self.base, "g"):
-            return self._scale(self._per_interval("g", s, y), self.h.sqrt())
+            return self._scale(self._per_interval("g", s, y), self.delta.sqrt())
         return self.f_and_g(s, y)[1]
 
     def f_and_g(self, s, y):
@@ -321,9 +526,13 @@ class _RescaledSDE(nn.Module):
         self.system._check_output("g", g, self.B)
         f = f.reshape(self.B * self.batch, *f.shape[2:])
         g = g.reshape(self.B * self.batch, *g.shape[2:])
-        return self._scale(f, self.h), self._scale(g, self.h.sqrt())
+        return self._scale(f, self.delta), self._scale(g, self.delta.sqrt())
 
 
-def _interval_seed(seed: int, n: int) -> int:
-    """A 63-bit seed for interval ``n`` of run ``seed`` (independent streams via SeedSequence)."""
-    return int(np.random.SeedSequence([seed, n]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+def _interval_seed(seed: int, n: int, stream: int = 0) -> int:
+    """A 63-bit seed for interval ``n`` of run ``seed`` (independent streams via SeedSequence).
+
+    Stream 0 draws the increments, stream 1 the space-time Lévy areas.
+    """
+    key = [seed, n] if stream == 0 else [seed, n, stream]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

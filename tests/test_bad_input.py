@@ -414,7 +414,8 @@ class WrongDiffusion(OU):
     "sde, state, t, kwargs, kind, match",
     [
         (OU(), y0(2, 3), grid().flip(0), {}, InputValueError,
-         r"t must be strictly increasing, but t\[0\]=1\.0 >= t\[1\]=0\.875.*sort"),
+         r"t is decreasing \(t\[0\]=1\.0 > t\[1\]=0\.875\); torchsde\.sdeint refuses decreasing times as well.*"
+         r"Pass increasing times"),
         (OU(), y0(2, 3), torch.tensor([0.0, 0.5, 0.3, 1.0], dtype=F64), {}, InputValueError,
          r"t must be strictly increasing, but t\[1\]=0\.5 >= t\[2\]=0\.3"),
         (OU(), y0(2, 3), torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=F64), {}, InputValueError,
@@ -430,8 +431,10 @@ class WrongDiffusion(OU):
         (WeirdType(), y0(2, 3), grid(), {}, InputValueError, r"sde\.sde_type='levy' is not one of \['ito', 'stratonovich'\]"),
         (WideDrift(), y0(2, 3), grid(), {}, InputValueError, r"sde\.f returned shape \(2, 6\) for y0 of shape \(2, 3\).*shape \(2, 3\)"),
         (WrongDiffusion(), y0(2, 3), grid(), {}, InputValueError, r"sde\.g returned shape \(2, 5\).*noise_type='diagonal'.*shape \(2, 3\)"),
-        (OU(), y0(2, 3), grid(), {"method": "srk"}, InputValueError, r"method='srk' is not supported.*Lévy area"),
-        (OU(), y0(2, 3), grid(), {"method": "reversible_heun"}, InputValueError, r"method='reversible_heun' is not supported"),
+        (OU(), y0(2, 3), grid(), {"method": "log_ode"}, InputValueError,
+         r"method='log_ode' needs a Lévy-area approximation.*levy_area_approximation='davie'"),
+        (OU(), y0(2, 3), grid(), {"method": "adjoint_reversible_heun"}, InputValueError,
+         r"method='adjoint_reversible_heun' is not supported \(it serves sdeint_adjoint only"),
         (OU(), y0(2, 3), grid(), {"method": "rk4"}, InputValueError, r"method='rk4' is not supported.*'euler'"),
         (OU(), y0(2, 3), grid(), {"method": "heun"}, InputValueError, r"SDE is of type ito but solver is for type stratonovich"),
         (OU(), y0(2, 3), grid(), {"substeps": 0}, InputValueError, r"substeps=0 must be >= 1"),
@@ -441,7 +444,7 @@ class WrongDiffusion(OU):
     ],
     ids=["decreasing-t", "non-monotone-t", "repeated-t", "y0-1d", "y0-3d", "y0-tuple", "y0-nan",
          "no-noise_type", "no-sde_type", "no-g", "bad-noise_type", "bad-sde_type", "drift-shape",
-         "diffusion-shape", "srk", "reversible_heun", "ode-method", "stratonovich-method-on-ito",
+         "diffusion-shape", "log_ode-without-bm", "adjoint_reversible_heun", "ode-method", "stratonovich-method-on-ito",
          "substeps0", "substeps-float", "seed-neg", "atol-inf"],
 )
 def test_bad_sde(sde, state, t, kwargs, kind, match):
@@ -453,7 +456,7 @@ def test_bad_sde(sde, state, t, kwargs, kind, match):
 @pytest.mark.parametrize(
     "ts, kwargs, kind, match",
     [
-        (grid(), {"bm": object()}, InputTypeError, r"bm is not accepted.*seed=.*brownian_motion\(\)"),
+        (grid(), {"bm": object()}, InputTypeError, r"bm is a object; pass a torchsde Brownian motion.*or None"),
         (grid(), {"dt": 0.03}, InputValueError, r"dt=0\.03 does not divide every interval of ts.*substeps=K"),
         (grid(), {"dt": 0.5}, InputValueError, r"dt=0\.5 does not divide every interval"),
         (torch.tensor([0.0, 0.25, 0.75, 1.0], dtype=F64), {"dt": 0.25}, InputValueError,
@@ -462,10 +465,11 @@ def test_bad_sde(sde, state, t, kwargs, kind, match):
         (grid(), {"dt": -0.125}, InputValueError, r"dt=-0\.125 must be a positive finite number"),
         (grid(), {"dt": float("nan")}, InputValueError, r"dt=nan must be a positive finite number"),
         (grid(), {"dt": 0.0625, "substeps": 2}, InputValueError, r"dt=0\.0625 and substeps=2 both given"),
-        (grid().flip(0), {}, InputValueError, r"t must be strictly increasing"),
+        (grid().flip(0), {}, InputValueError, r"t is decreasing.*torchsde\.sdeint refuses decreasing times as well"),
+        (grid(), {"adaptive": True}, InputValueError, r"adaptive=True is not supported: .*Brownian path.*pass a fixed dt"),
     ],
     ids=["bm", "dt-not-dividing", "dt-too-big", "dt-non-uniform", "dt-zero", "dt-neg", "dt-nan",
-         "dt-and-substeps", "decreasing"],
+         "dt-and-substeps", "decreasing", "adaptive"],
 )
 def test_bad_sdeint(ts, kwargs, kind, match):
     with pytest.raises(kind, match=match) as info:

@@ -100,6 +100,13 @@ def ones(*shape):
     return torch.ones(shape or (3,), dtype=F64)
 
 
+def brownian(size, dtype=F64):
+    """A torchsde BrownianInterval on [0, 1] without Lévy area."""
+    import torchsde
+
+    return torchsde.BrownianInterval(0.0, 1.0, size=size, dtype=dtype)
+
+
 def good_system():
     return ODESystem(decay, ones(), grid())
 
@@ -279,6 +286,48 @@ case("y0-not-a-tensor", "core", InputTypeError, r"y0 is a list, not a torch\.Ten
     lambda tmp: ODESystem(decay, [1.0, 2.0], grid()))
 case("sde-y0-not-2d", "core", InputValueError, r"y0 has shape \(3,\); torchsde states are 2-D.*reshape")(
     lambda tmp: SDESystem(OU(), ones(3), grid()))
+case("sde-t-decreasing", "core", InputValueError,
+     r"t is decreasing \(t\[0\]=1\.0 > t\[1\]=0\.875\); torchsde\.sdeint refuses decreasing times as well.*"
+     r"Pass increasing times")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid().flip(0)))
+case("sdeint-adaptive", "core", InputValueError,
+     r"adaptive=True is not supported: .*queries the Brownian path at times that depend on the solution.*"
+     r"pass a fixed dt")(
+    lambda tmp: pitsolve.sdeint(OU(), ones(2, 3), grid(), dt=0.0625, adaptive=True))
+case("sde-bm-not-brownian", "core", InputTypeError,
+     r"bm is a object; pass a torchsde Brownian motion \(BrownianInterval.*or None for the seeded path")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), bm=object()))
+case("sde-bm-shape", "core", InputValueError,
+     r"bm has shape \(2, 5\), expected \(batch, noise channels\) = \(2, 3\); create it with size=\(2, 3\)")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), bm=brownian((2, 5))))
+case("sde-bm-dtype", "core", InputTypeError,
+     r"bm has dtype torch\.float32 on cpu but y0 has dtype torch\.float64 on cpu; create it with dtype=y0\.dtype")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), bm=brownian((2, 3), dtype=torch.float32)))
+case("sde-bm-no-levy-area", "core", InputValueError,
+     r"method='srk' needs bm\.levy_area_approximation in \['space-time', 'davie', 'foster'\], but bm has 'none'; "
+     r"create it with levy_area_approximation='space-time'.*Or pass bm=None")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), method="srk", bm=brownian((2, 3))))
+case("sde-log-ode-without-bm", "core", InputValueError,
+     r"method='log_ode' needs a Lévy-area approximation, which pitsolve's seeded path does not draw; "
+     r"pass bm=torchsde\.BrownianInterval\(.*levy_area_approximation='davie'\)")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), method="log_ode"))
+case("sde-method-adjoint", "core", InputValueError,
+     r"method='adjoint_reversible_heun' is not supported \(it serves sdeint_adjoint only, as in torchsde\); "
+     r"choose one of \[.*'reversible_heun'")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), method="adjoint_reversible_heun"))
+case("sde-logqp-no-prior-drift", "core", InputTypeError,
+     r"logqp=True needs the drift f, the diffusion g and the prior drift h .*the sde lacks \['h'\].*names=")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), logqp=True))
+case("sde-names-unknown-key", "core", InputValueError,
+     r"names has unknown keys \['drfit'\]; the keys are \['diffusion', 'drift', 'drift_and_diffusion', 'prior_drift'\]")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), names={"drfit": "f"}))
+case("sde-names-missing-method", "core", InputValueError,
+     r"names\['drift'\]='nope' is not a method of the sde \(OU\); name one it defines")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), names={"drift": "nope"}))
+case("sde-names-product", "core", InputValueError,
+     r"names gives \['diffusion_prod'\]: pitsolve integrates with the diffusion matrix g itself.*"
+     r"names=\{'diffusion': \.\.\.\}")(
+    lambda tmp: SDESystem(OU(), ones(2, 3), grid(), names={"diffusion_prod": "g"}))
 
 # ===================================================================== core: func / system
 case("func-wrong-shape", "core", InputValueError,

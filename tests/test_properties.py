@@ -501,7 +501,8 @@ def test_jacobi_warm_start_from_a_nearby_initial_state():
 
 @pytest.mark.parametrize("method", pitsolve.SDE_METHODS)
 def test_solutions_carry_no_autograd_graph(method):
-    # Milstein differentiates g internally; SDESystem detaches its result unless the states need grad.
+    # Milstein differentiates g internally; SDESystem detaches its result unless the states or the sde's
+    # parameters need grad.
     problem = sde_problem(5, 4, method, 2, 0.3, 0.6)
     for sol in (pitsolve.sequential(problem.system), pitsolve.solve(problem.system, "identity", tol=1e-9)):
         assert not sol.ys.requires_grad and sol.ys.grad_fn is None
