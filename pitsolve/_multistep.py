@@ -31,7 +31,9 @@ Nørsett & Wanner, *Solving ODEs I*, §III.1):
    (order ``m + 1``) at most ``max_iters`` times, until the increments of two
    iterates agree: ``max |Δ^{(i+1)} − Δ^{(i)}| / (atol + rtol·max(|Δ^{(i)}|, |Δ^{(i+1)}|)) < 1``
    with ``Δ = y − y_k``.  A row that does not converge keeps its last iterate
-   and forgets its oldest derivative (``L`` one lower), as torchdiffeq does.
+   and forgets its oldest derivative (``L`` one lower), as torchdiffeq does
+   (which warns "Functional iteration did not converge"; here the count is
+   returned, see ``ODESystem.corrector_failures``).
 4. ``F ← [f_k, f_{k−1}, …]``, ``L ← min(m − [not converged], P)``.
 
 ``β`` and ``γ`` are the integrals over ``[0, 1]`` of the Lagrange basis
@@ -41,16 +43,16 @@ once to float64.  Like torchdiffeq, the coefficients assume equal steps; on
 an uneven grid the method is the same (inexact) formula.
 
 ``L`` is an integer carried as a float, read rounded and clamped to
-``0…P``: its Jacobian column is zero, and the system declares it
-:attr:`~pitsolve.BandedSystem.passive`, so every strategy takes ``Φ``'s
-count (``A = 0``) instead of extrapolating it.
+``0…P`` (its Jacobian column is zero).  ``ODESystem`` declares only ``y``
+:attr:`~pitsolve.BandedSystem.monitored`, so the strategies extrapolate
+``y`` and take ``F`` and ``L`` from ``Φ`` (a history's Jacobian in itself
+is a shift, far from ``I``), and measures all three in its stopping rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from fractions import Fraction
 from typing import Callable, Optional, Tuple
 
@@ -219,31 +221,23 @@ class Adams:
     # -- Φ -----------------------------------------------------------------------------------------
     def advance(
         self, f: Func, y: torch.Tensor, history: torch.Tensor, length: torch.Tensor, times: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fine steps ``times[:, 0] → … → times[:, -1]`` of each row: ``(y, F, L)`` at the end.
 
         ``y [B, D]``, ``history [B, P, D]``, ``length [B]`` (float), ``times [B, K+1]``;
-        ``f(t [b], y [b, D]) → [b, D]`` evaluates any subset of rows.
+        ``f(t [b], y [b, D]) → [b, D]`` evaluates any subset of rows.  Also
+        returns each row's number of steps whose corrector did not converge ``[B]``.
         """
-        failed = 0
+        failures = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         for j in range(times.shape[1] - 1):
-            y, history, length, bad = self.step(f, times[:, j], times[:, j + 1], y, history, length)
-            failed += bad
-        if failed:
-            warnings.warn(
-                "implicit_adams: the Adams–Moulton corrector did not converge within max_iters iterations in "
-                "some steps; as torchdiffeq, such a step keeps the last iterate and drops the oldest derivative "
-                "from the history.  Raise options['max_iters'], take smaller steps (substeps) or loosen "
-                "rtol/atol.  (In a parallel solve this can also come from an iterate far from the solution.)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return y, history, length
+            y, history, length, failed = self.step(f, times[:, j], times[:, j + 1], y, history, length)
+            failures = failures + failed
+        return y, history, length, failures
 
     def step(
         self, f: Func, t0: torch.Tensor, t1: torch.Tensor, y: torch.Tensor, history: torch.Tensor, length: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """One fine step of every row (steps 1–4 of the module docstring); also the number of rows whose corrector failed."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One fine step of every row (steps 1–4 of the module docstring); also which rows' corrector failed ``[B]``."""
         P = self.history_size
         h = t1 - t0
         f0 = f(t0, y)
@@ -254,18 +248,15 @@ class Adams:
         rows = torch.nonzero(start_up).flatten()
         if rows.numel():
             dy = dy.index_copy(0, rows, rk4_38(f, t0[rows], h[rows], y[rows], f0[rows]))
-        kept = m
+        failed = torch.zeros_like(m)
         rows = torch.nonzero(~start_up).flatten()
-        failed = 0
         if rows.numel():
             sub, failures = self._adams(f, t1[rows], h[rows], y[rows], known[rows], m[rows])
             dy = dy.index_copy(0, rows, sub)
             if failures is not None and failures.numel():
-                failed = int(failures.numel())
-                kept = kept.index_add(0, rows[failures], torch.full_like(failures, -1))
-        stored = kept.clamp(max=P)
-        new_history = _fill(known[:, :P], stored)
-        return y + dy, new_history, stored.to(y.dtype), failed
+                failed = failed.index_fill(0, rows[failures], 1)
+        stored = (m - failed).clamp(max=P)  # a failed corrector forgets the oldest derivative
+        return y + dy, _fill(known[:, :P], stored), stored.to(y.dtype), failed
 
     def _adams(
         self, f: Func, t1: torch.Tensor, h: torch.Tensor, y: torch.Tensor, known: torch.Tensor, m: torch.Tensor

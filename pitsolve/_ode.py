@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torchdiffeq
@@ -77,7 +77,9 @@ class ODESystem(BandedSystem):
         options: adaptive methods: torchdiffeq's step-control options
             ``first_step``, ``safety``, ``ifactor``, ``dfactor``,
             ``max_num_steps``.  Multistep methods: ``max_order`` (4…12,
-            default 12) and, for ``implicit_adams``, ``max_iters`` (default 4).
+            default 12) and, for ``implicit_adams``, ``max_iters`` (default 4);
+            the steps whose corrector did not converge are recorded in
+            ``corrector_failures`` (torchdiffeq warns for them).
         batched_func: whether ``func`` is already batched over intervals.
         func_dtype: evaluate ``func`` in this precision (e.g.
             ``torch.bfloat16``): ``t`` and ``y`` are cast to it before each
@@ -118,6 +120,9 @@ class ODESystem(BandedSystem):
         self._state_spec = self._spec
         if method in MULTISTEP_METHODS:
             self.multistep = Adams.from_options(method, options, rtol, atol)
+            #: ``{interval n: fine steps whose corrector did not converge}`` at the latest evaluation of ``Φ_n``
+            #: (implicit_adams; after a solve, at its accepted points).  torchdiffeq warns for such steps.
+            self.corrector_failures: Dict[int, int] = {}
             if self.multistep.implicit:
                 atol, rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|; rtol/atol went to the corrector
             self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
@@ -321,7 +326,13 @@ class ODESystem(BandedSystem):
             history, length = coarse_history(f0, f(tb, y), history, length, self.substeps)
         else:
             times = torch.cat([ta.view(-1, 1) + self._s[:-1] * (tb - ta).view(-1, 1), tb.view(-1, 1)], dim=1)
-            y, history, length = adams.advance(f, y, history, length, times)
+            y, history, length, failures = adams.advance(f, y, history, length, times)
+            if adams.implicit:
+                for n, count in zip(indices.tolist(), failures.tolist()):
+                    if count:
+                        self.corrector_failures[n] = count
+                    else:
+                        self.corrector_failures.pop(n, None)
         out = spec.unflatten_batch(y)
         return (*(out if spec.is_tuple else (out,)), history, length.view(-1, 1))
 
