@@ -117,12 +117,12 @@ class ODESystem(BandedSystem):
         self.substeps = check_positive_int(substeps, "substeps")
         #: The multistep method (``None`` for one-step and adaptive methods).
         self.multistep: Optional[Adams] = None
+        #: ``{interval n: fine steps whose corrector did not converge}`` at the latest evaluation of ``Φ_n``
+        #: (implicit_adams; after a solve, at its result).  torchdiffeq warns for such steps.
+        self.corrector_failures: Dict[int, int] = {}
         self._state_spec = self._spec
         if method in MULTISTEP_METHODS:
             self.multistep = Adams.from_options(method, options, rtol, atol)
-            #: ``{interval n: fine steps whose corrector did not converge}`` at the latest evaluation of ``Φ_n``
-            #: (implicit_adams; after a solve, at its accepted points).  torchdiffeq warns for such steps.
-            self.corrector_failures: Dict[int, int] = {}
             if self.multistep.implicit:
                 atol, rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|; rtol/atol went to the corrector
             self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
@@ -209,7 +209,8 @@ class ODESystem(BandedSystem):
         """One step of the fine method over the whole interval (adaptive methods: one ``rk4`` step).
 
         Multistep methods: one ``rk4`` step for ``y``; the derivatives of the
-        interval's fine steps are interpolated between its first and last stage.
+        interval's fine steps are interpolated between ``f`` at its start and
+        at the new ``y`` (:func:`~pitsolve._multistep.coarse_history`).
         """
         if self.multistep is not None:
             return self._multistep(states, indices, coarse=True)
