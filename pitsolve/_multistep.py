@@ -62,7 +62,9 @@ from ._errors import InputTypeError, InputValueError
 from ._grid import as_integer, check_tolerances
 from ._state import State, StateSpec
 
-__all__ = ["MULTISTEP_METHODS", "MULTISTEP_OPTIONS", "Adams", "MultistepSpec", "bashforth", "moulton", "rk4_38", "coarse_history"]
+__all__ = [
+    "MULTISTEP_METHODS", "MULTISTEP_OPTIONS", "Adams", "MultistepSpec", "bashforth", "moulton", "rk4_38", "coarse_history",
+]
 
 #: torchdiffeq's fixed-grid multistep methods (``fixed_adams`` is ``implicit_adams``'s old name).
 MULTISTEP_METHODS = ("explicit_adams", "fixed_adams", "implicit_adams")
@@ -196,7 +198,9 @@ class Adams:
                 f"torchdiffeq's default is {DEFAULT_MAX_ITERS}."
             )
         if implicit:
-            atol, rtol = check_tolerances(DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
+            atol, rtol = check_tolerances(
+                DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol
+            )
         else:
             rtol, atol = DEFAULT_RTOL, DEFAULT_ATOL  # not read: explicit_adams has no corrector
         return cls(implicit=implicit, max_order=max_order, max_iters=max_iters, rtol=rtol, atol=atol)
@@ -215,7 +219,7 @@ class Adams:
         return f0.unsqueeze(0).expand(self.history_size, -1).clone(), f0.new_zeros(1)
 
     def _weights(self, implicit: bool, m: torch.Tensor) -> torch.Tensor:
-        """The float64 weight rows ``[B, max_order]`` (``β`` or ``γ``) of the rows' numbers ``m [B]`` of known derivatives."""
+        """The float64 weights ``[B, max_order]`` (``β``, or ``γ``) for the rows' ``m [B]`` known derivatives."""
         return _table(self.max_order, implicit, m.device)[m]
 
     # -- Φ -----------------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ class Adams:
     def step(
         self, f: Func, t0: torch.Tensor, t1: torch.Tensor, y: torch.Tensor, history: torch.Tensor, length: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One fine step of every row (steps 1–4 of the module docstring); also which rows' corrector failed ``[B]``."""
+        """One fine step of every row (steps 1–4 of the module docstring); also which rows' corrector failed."""
         P = self.history_size
         h = t1 - t0
         f0 = f(t0, y)
