@@ -53,10 +53,12 @@ def odeint(
       ``options`` takes ``first_step``, ``safety``, ``ifactor``, ``dfactor``
       and ``max_num_steps`` (per interval here);
     * fixed-grid methods (``euler``, ``midpoint``, ``heun2``, ``heun3``,
-      ``rk4``, ``explicit_adams``' one-step relatives…) take
-      ``options=dict(step_size=h)`` (``h`` must divide every interval of
-      ``t`` the same number of times) or ``substeps=K``; ``rtol``/``atol`` are
-      ignored, as torchdiffeq ignores them.
+      ``rk4``, and the multistep ``explicit_adams``, ``implicit_adams``,
+      ``fixed_adams``) take ``options=dict(step_size=h)`` (``h`` must divide
+      every interval of ``t`` the same number of times) or ``substeps=K``;
+      the multistep ones also ``max_order`` and (implicit) ``max_iters``.
+      ``rtol``/``atol`` are the corrector's tolerances of ``implicit_adams``
+      and ignored by the others, as in torchdiffeq.
 
     ``tol`` is the parallel solve's own stopping rule (the result is within
     ``tol`` of :func:`~pitsolve.sequential` of the same system, see
@@ -71,6 +73,7 @@ def odeint(
     full :class:`~pitsolve.Solution`.
     """
     from ._adaptive import ADAPTIVE_METHODS
+    from ._multistep import MULTISTEP_METHODS, MULTISTEP_OPTIONS
 
     method = "dopri5" if method is None else method
     if options is not None and not isinstance(options, dict):
@@ -84,17 +87,22 @@ def odeint(
         kwargs = dict(rtol=rtol, atol=atol, options=options)
     else:
         options = dict(options or {})
-        unknown = sorted(set(options) - set(_FIXED_OPTIONS))
+        supported = _FIXED_OPTIONS + MULTISTEP_OPTIONS.get(method, ())
+        unknown = sorted(set(options) - set(supported))
         if unknown:
             raise InputValueError(
                 f"options {unknown} are not supported for the fixed-grid method {method!r}; supported: "
-                f"{list(_FIXED_OPTIONS)} (grid_constructor: pitsolve's grid is t refined by substeps, the "
+                f"{list(supported)} (grid_constructor: pitsolve's grid is t refined by substeps, the "
                 "same in every interval; perturb: only for event handling, which pitsolve does not do)."
             )
-        step = options.get("step_size")
+        step = options.pop("step_size", None)
         if step is not None:
             substeps = _substeps_from_dt(t, step, substeps, name="options['step_size']")
         kwargs = dict(substeps=1 if substeps is None else substeps)
+        if method in MULTISTEP_METHODS:
+            kwargs["options"] = options or None
+            if method != "explicit_adams":  # the corrector reads them, as torchdiffeq's does
+                kwargs.update(rtol=rtol, atol=atol)
     system = ODESystem(func, y0, t, method=method, batched_func=batched_func, func_dtype=func_dtype, **kwargs)
     return solve(
         system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard, stopping=stopping,

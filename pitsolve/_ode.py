@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torchdiffeq
-from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ._adaptive import ADAPTIVE_METHODS, TABLEAUX, AdaptiveOptions, AdaptiveStats, integrate
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError, PitsolveError
 from ._grid import check_grid, check_positive_int, check_tolerances
+from ._multistep import MULTISTEP_METHODS, Adams, MultistepSpec, coarse_history, rk4_38
 from ._state import State, StateSpec, _map
 from ._system import BandedSystem
 
-__all__ = ["ODESystem", "FIXED_GRID_METHODS", "ADAPTIVE_METHODS"]
+__all__ = ["ODESystem", "FIXED_GRID_METHODS", "MULTISTEP_METHODS", "ADAPTIVE_METHODS"]
 
-#: torchdiffeq's fixed-grid one-step methods: Φ_n is then a function of X_n alone.
-FIXED_GRID_METHODS = tuple(
-    sorted(
-        name
-        for name, cls in SOLVERS.items()
-        if issubclass(cls, FixedGridODESolver) and not issubclass(cls, AdamsBashforthMoulton)
-    )
-)
+#: torchdiffeq's fixed-grid one-step methods and their convergence orders; pitsolve integrates them
+#: with ``torchdiffeq.odeint`` (public API), Φ_n then being a function of X_n alone.
+ONE_STEP_ORDERS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+FIXED_GRID_METHODS = tuple(sorted(ONE_STEP_ORDERS))
 
 
 class ODESystem(BandedSystem):
@@ -44,6 +38,14 @@ class ODESystem(BandedSystem):
     :func:`~pitsolve.sequential` reproduces ``torchdiffeq.odeint(func, y0, t_fine,
     method=method)`` on the refined grid to round-off.
 
+    Multistep methods step in ``t`` itself and carry their history: the
+    state is ``(y, F, L)`` (:mod:`pitsolve._multistep`), ``Φ_n`` runs the
+    ``K`` fine steps from it, and :attr:`spec` describes that state, while
+    ``Solution.ys`` holds ``y`` alone (:class:`~pitsolve._multistep.MultistepSpec`).
+    The strategies extrapolate ``y`` alone (:attr:`monitored`) and take
+    ``F`` and ``L`` from ``Φ``, as for a sampler's history; the stopping rule
+    reads all of it (:meth:`error_ratio`).
+
     Args:
         func: ``func(t, y)`` as for ``torchdiffeq.odeint`` (scalar ``t``, one
             state ``y``).  It is batched with ``torch.func.vmap``; pass
@@ -53,21 +55,31 @@ class ODESystem(BandedSystem):
         t: 1-D tensor of the N+1 interval boundaries, strictly increasing or
             decreasing, same dtype and device as ``y0``.
         method: a fixed-grid one-step method of torchdiffeq
-            (:data:`FIXED_GRID_METHODS`), or an adaptive embedded pair
-            (:data:`ADAPTIVE_METHODS`: ``dopri5``, ``bosh3``, ``fehlberg2``,
-            ``adaptive_heun``) that integrates each interval with its own
-            step control per row (:mod:`pitsolve._adaptive`; docs/odes.md).
+            (:data:`FIXED_GRID_METHODS`), a fixed-grid multistep one
+            (:data:`MULTISTEP_METHODS`: ``explicit_adams``, ``implicit_adams``
+            and its old name ``fixed_adams``), whose history of ``f``
+            evaluations travels in the state (:mod:`pitsolve._multistep`), or
+            an adaptive embedded pair (:data:`ADAPTIVE_METHODS`: ``dopri5``,
+            ``bosh3``, ``fehlberg2``, ``adaptive_heun``) that integrates each
+            interval with its own step control per row
+            (:mod:`pitsolve._adaptive`; docs/odes.md).
         substeps: fine steps per interval (K); the fine grid has N·K steps.
-            Fixed-grid methods only.
+            Fixed-grid methods only.  A multistep history runs on across
+            interval boundaries, so the N·K fine steps are torchdiffeq's on
+            the refined grid, start-up steps only at ``t[0]``.
         atol, rtol: fixed-grid methods: the error scale of the stopping rule
             (Eq. 14), ``s_n = atol + rtol·|X_n|`` elementwise; ``solve(tol=δ)``
             accepts a point when ``RMS(ΔX_n / s_n) ≤ δ`` (default 1, 1).
             Adaptive methods: the integration tolerances, as in torchdiffeq
-            (default ``rtol=1e-7``, ``atol=1e-9``); the stopping rule's scale
-            is then ``1 + |X_n|``.
+            (default ``rtol=1e-7``, ``atol=1e-9``); ``implicit_adams``: the
+            corrector's convergence test, as in torchdiffeq (same defaults).
+            For these two the stopping rule's scale is ``1 + |X_n|``.
         options: adaptive methods: torchdiffeq's step-control options
             ``first_step``, ``safety``, ``ifactor``, ``dfactor``,
-            ``max_num_steps``.
+            ``max_num_steps``.  Multistep methods: ``max_order`` (4…12,
+            default 12) and, for ``implicit_adams``, ``max_iters`` (default 4);
+            the steps whose corrector did not converge are recorded in
+            ``corrector_failures`` (torchdiffeq warns for them).
         batched_func: whether ``func`` is already batched over intervals.
         func_dtype: evaluate ``func`` in this precision (e.g.
             ``torch.bfloat16``): ``t`` and ``y`` are cast to it before each
@@ -94,16 +106,34 @@ class ODESystem(BandedSystem):
             raise InputTypeError(f"func is a {type(func).__name__}, not callable; pass func(t, y).")
         self._spec = StateSpec.of(y0, "y0")
         self.t = check_grid(t, self._spec)
-        if not isinstance(method, str) or method not in FIXED_GRID_METHODS + ADAPTIVE_METHODS:
+        if not isinstance(method, str) or method not in FIXED_GRID_METHODS + MULTISTEP_METHODS + ADAPTIVE_METHODS:
             raise InputValueError(
                 f"method={method!r} is not a method pitsolve integrates per interval; choose a fixed-grid "
-                f"one-step method {list(FIXED_GRID_METHODS)} or an adaptive one {list(ADAPTIVE_METHODS)} "
-                "(multistep methods carry history across intervals; dopri8 is not implemented: use dopri5)."
+                f"one-step method {list(FIXED_GRID_METHODS)}, a multistep one {list(MULTISTEP_METHODS)} or an "
+                f"adaptive one {list(ADAPTIVE_METHODS)} (dopri8 is not implemented: use dopri5)."
             )
         self.method = method
         self.adaptive = method in ADAPTIVE_METHODS
         self.substeps = check_positive_int(substeps, "substeps")
-        if self.adaptive:
+        #: The multistep method (``None`` for one-step and adaptive methods).
+        self.multistep: Optional[Adams] = None
+        #: ``{interval n: fine steps whose corrector did not converge}`` at the latest evaluation of ``Φ_n``
+        #: (implicit_adams; after a solve, at its result).  torchdiffeq warns for such steps.
+        self.corrector_failures: Dict[int, int] = {}
+        self._state_spec = self._spec
+        if method in MULTISTEP_METHODS:
+            self.multistep = Adams.from_options(method, options, rtol, atol)
+            if self.multistep.implicit:
+                atol, rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|; rtol/atol went to the corrector
+            self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
+            P, D = self.multistep.history_size, self._spec.size
+            self._state_spec = MultistepSpec(
+                shapes=self._spec.shapes + ((P, D), (1,)), is_tuple=True, dtype=self._spec.dtype,
+                device=self._spec.device, visible=len(self._spec.shapes), visible_tuple=self._spec.is_tuple,
+            )
+            # The strategies extrapolate y (A = I on it); F and L are taken from Φ, as a sampler's history.
+            self.monitored = slice(0, self._spec.size)
+        elif self.adaptive:
             if self.substeps != 1:
                 raise InputValueError(
                     f"substeps={substeps} with the adaptive method {method!r}: its step control picks the steps; "
@@ -138,7 +168,17 @@ class ODESystem(BandedSystem):
     # -- BandedSystem ---------------------------------------------------------
     @property
     def initial_state(self) -> State:
-        return self._y0
+        """``y0``; multistep methods: ``(y0…, F, L = 0)``, no derivatives known yet.
+
+        ``F``'s slots (never read while ``L = 0``) hold ``func(t_0, y_0)``,
+        evaluated afresh on each access so that autograd sees ``y0`` and the
+        parameters of ``func`` anew in every solve.
+        """
+        if self.multistep is None:
+            return self._y0
+        f0 = self._spec.flatten_batch(self._batched(self.t[:1], _map(lambda p: p.unsqueeze(0), self._y0)))[0]
+        history, length = self.multistep.initial_history(f0)
+        return (*(self._y0 if self._spec.is_tuple else (self._y0,)), history, length)
 
     @property
     def num_intervals(self) -> int:
@@ -146,7 +186,8 @@ class ODESystem(BandedSystem):
 
     @property
     def spec(self) -> StateSpec:  # type: ignore[override]
-        return self._spec
+        """The banded system's state: ``y0``'s spec, or ``(y, F, L)``'s for multistep methods."""
+        return self._state_spec
 
     @property
     def steps_per_interval(self) -> int:  # type: ignore[override]
@@ -160,14 +201,43 @@ class ODESystem(BandedSystem):
         return super().call_cost(indices)
 
     def propagate(self, states: State, indices: torch.Tensor) -> State:
+        if self.multistep is not None:
+            return self._multistep(states, indices)
         return self._integrate(states, indices, self._s)
 
     def coarse_propagate(self, states: State, indices: torch.Tensor) -> State:
-        """One step of the fine method over the whole interval (adaptive methods: one ``rk4`` step)."""
+        """One step of the fine method over the whole interval (adaptive methods: one ``rk4`` step).
+
+        Multistep methods: one ``rk4`` step for ``y``; the derivatives of the
+        interval's fine steps are interpolated between ``f`` at its start and
+        at the new ``y`` (:func:`~pitsolve._multistep.coarse_history`).
+        """
+        if self.multistep is not None:
+            return self._multistep(states, indices, coarse=True)
         return self._integrate(states, indices, self._s_coarse, coarse=True)
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``s_n = atol + rtol·|y_n|`` elementwise."""
         return self.atol + self.rtol * states[:, self.monitored].abs()
+
+    def error_ratio(self, new: torch.Tensor, old: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        r"""Eq. 14's ``RMS(Δy/s_n)``; multistep methods: the largest of it, the history's and ``|ΔL|``.
+
+        The history is measured by its effect on ``y``: ``RMS(δ·ΔF / (atol + rtol·|δ·F|))``
+        with ``δ = |t_n − t_{n−1}|/K`` the fine step that produced it; a
+        changed count ``L`` (a different number of known derivatives) is
+        never within a tolerance below 1.
+        """
+        ratio = super().error_ratio(new, old, indices)
+        if self.multistep is None:
+            return ratio
+        D = self._spec.size
+        interval = (indices - 1).clamp(0, self.num_intervals - 1)  # point n holds interval n−1's derivatives
+        fine = ((self.t[interval + 1] - self.t[interval]).abs() / self.substeps).view(-1, 1).to(new.dtype)
+        scale = self.atol + self.rtol * (fine * new[:, D:-1]).abs()
+        history = (fine * (new[:, D:-1] - old[:, D:-1]) / scale).pow(2).mean(dim=1).sqrt()
+        count = (new[:, -1].round() - old[:, -1].round()).abs()
+        return torch.maximum(torch.maximum(ratio, history), count)
 
     def to(self, device) -> "ODESystem":
         """A replica on ``device``: ``y0`` and ``t`` moved, ``func`` moved if it is an ``nn.Module``.
@@ -177,6 +247,7 @@ class ODESystem(BandedSystem):
         """
         new = replica(self, device, ("_y0", "t", "_s", "_s_coarse", "func"))
         new._spec = dataclasses.replace(self._spec, device=new.t.device)
+        new._state_spec = dataclasses.replace(self._state_spec, device=new.t.device)
         return new
 
     def fingerprint(self):
@@ -189,6 +260,7 @@ class ODESystem(BandedSystem):
             "func": digest(self.func),
             "batched_func": str(self.batched_func),
             "func_dtype": str(self.func_dtype),
+            "multistep": repr(self.multistep),
         }
 
     # -- internals ------------------------------------------------------------
@@ -236,6 +308,34 @@ class ODESystem(BandedSystem):
 
         out = torchdiffeq.odeint(rescaled, states, s, method="rk4" if self.adaptive else self.method)
         return _map(lambda o: o[-1], out)
+
+    def _multistep(self, states: State, indices: torch.Tensor, coarse: bool = False) -> State:
+        """``Φ_n`` (or the coarse ``G_n``) of a multistep method on states ``(y…, F, L)``."""
+        spec, adams = self._spec, self.multistep
+        parts = states[: len(spec.shapes)]
+        y = spec.flatten_batch(parts if spec.is_tuple else parts[0])
+        history, length = states[-2], states[-1][:, 0]
+        ta, tb = self.t[indices], self.t[indices + 1]
+
+        def f(tt: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+            return spec.flatten_batch(self._batched(tt, spec.unflatten_batch(yy)))
+
+        if coarse:  # one rk4 step; the interval's derivatives interpolated between f at its two ends
+            f0 = f(ta, y)
+            h = tb - ta
+            y = y + rk4_38(f, ta, h, y, f0)
+            history, length = coarse_history(f0, f(tb, y), history, length, self.substeps)
+        else:
+            times = torch.cat([ta.view(-1, 1) + self._s[:-1] * (tb - ta).view(-1, 1), tb.view(-1, 1)], dim=1)
+            y, history, length, failures = adams.advance(f, y, history, length, times)
+            if adams.implicit:
+                for n, count in zip(indices.tolist(), failures.tolist()):
+                    if count:
+                        self.corrector_failures[n] = count
+                    else:
+                        self.corrector_failures.pop(n, None)
+        out = spec.unflatten_batch(y)
+        return (*(out if spec.is_tuple else (out,)), history, length.view(-1, 1))
 
     def _adaptive(self, states: State, indices: torch.Tensor, ta: torch.Tensor, h: torch.Tensor) -> State:
         """``Φ`` of each row by the adaptive method, its own step control per row (:mod:`pitsolve._adaptive`)."""

@@ -196,7 +196,7 @@ def test_bad_func(func, state, kwargs, kind, match):
 # ------------------------------------------------------------ ODE method/knobs
 @pytest.mark.parametrize(
     "method",
-    ["dopri8", "explicit_adams", "implicit_adams", "fixed_adams", "nope", None],
+    ["dopri8", "adams", "scipy_solver", "nope", None],
 )
 def test_unsupported_ode_method(method):
     with pytest.raises(InputValueError, match=re.escape(f"method={method!r}") + r".*choose a fixed-grid.*'rk4'.*'dopri5'") as info:

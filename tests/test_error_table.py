@@ -388,9 +388,22 @@ case("system-steps-nonpositive", "core", InputValueError,
 case("not-a-system", "core", InputTypeError, r"system is a str; pass a pitsolve\.BandedSystem such as ODESystem")(
     lambda tmp: pitsolve.solve("abc"))
 case("ode-method-unknown", "core", InputValueError,
-     r"method='implicit_adams' is not a method pitsolve integrates per interval; choose a fixed-grid .*'rk4'.*"
-     r"or an adaptive one \[.*'dopri5'")(
-    lambda tmp: ODESystem(decay, ones(), grid(), method="implicit_adams"))
+     r"method='dopri8' is not a method pitsolve integrates per interval; choose a fixed-grid .*'rk4'.*"
+     r"a multistep one \['explicit_adams'.* or an adaptive one \[.*'dopri5'.*use dopri5")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="dopri8"))
+case("adams-max-order", "core", InputValueError,
+     r"options\['max_order'\]=13 is outside 4\.\.12: .*pass 4 <= max_order <= 12, or method='rk4'")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="explicit_adams", options=dict(max_order=13)))
+case("adams-max-order-float", "core", InputTypeError,
+     r"options\['max_order'\]=4\.0 is not an integer \(float\); pass an int")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="implicit_adams", options=dict(max_order=4.0)))
+case("adams-option-unknown", "core", InputValueError,
+     r"options \['perturb'\] are not supported for the multistep method 'implicit_adams'; supported: "
+     r"\['max_order', 'max_iters'\] \(the step: substeps=K")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="implicit_adams", options=dict(perturb=True)))
+case("adams-max-iters-zero", "core", InputValueError,
+     r"options\['max_iters'\]=0 must be >= 1 \(the corrector's iterations per step\)")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="implicit_adams", options=dict(max_iters=0)))
 case("substeps-zero", "core", InputValueError, r"substeps=0 must be >= 1")(
     lambda tmp: ODESystem(decay, ones(), grid(), substeps=0))
 case("tolerances-zero", "core", InputValueError,
