@@ -62,7 +62,7 @@ class Front:
     resets: int = 0
     status: Status = Status.MAX_ITERS
     history: Dict[str, List] = field(
-        default_factory=lambda: dict(residuals=[], point_residuals=[], window_starts=[], accepted=[])
+        default_factory=lambda: dict(residuals=[], point_residuals=[], window_starts=[], accepted=[], twin_rows=[])
     )
 
 
@@ -132,6 +132,11 @@ class Loop:
         if probe is not None:
             rows = torch.cat([rows, probe[1].unsqueeze(0)])
             ids = torch.cat([indices, probe[0].view(1)])
+        # The error bound's twin row X_a − c·ê: J_a ê at no extra depth (one more row in the batch).
+        twin = self.bound.twin(f.x[0]) if self.bound is not None else None
+        if twin is not None:
+            rows = torch.cat([rows, twin])
+            ids = torch.cat([ids, indices[:1]])
         tangents = self.ladder.strategy.wave_tangents(self.system) if f.p > 1 else None
         self._jacobian = None
         if tangents is None:
@@ -144,10 +149,12 @@ class Loop:
         self.cost.depth += depth
         self._charged = depth
         fx = out[: f.p]
+        self._twin_image = out[-1] if twin is not None else None
+        f.history["twin_rows"].append(int(twin is not None))
         if f.iterations == 1:
             self._probe = (indices[0], f.x[0].clone(), fx[0].clone())
         if probe is not None:
-            self._check_deterministic(probe, out[-1])
+            self._check_deterministic(probe, out[f.p])
         return fx, torch.isfinite(fx).all(dim=1)
 
     def _propagate_with_jacobian(self, rows: torch.Tensor, ids: torch.Tensor, p: int, tangents: torch.Tensor):
@@ -196,7 +203,7 @@ class Loop:
         """
         f = self.front
         indices = torch.arange(f.start, f.start + f.p, device=self.spec.device)
-        j, beta = self.bound.run(f.start, f.x, fx, indices, finite)
+        j, beta = self.bound.run(f.start, f.x, fx, indices, finite, self._twin_image)
         self._beta = beta
         return j
 
@@ -309,29 +316,20 @@ class Loop:
         f, spec, bound = self.front, self.spec, self.bound
         self.bar.set_description("pitsolve[sequential]")
         x = f.x[:1]
-        twin = bound is not None and bound.front > 0
-        if twin:
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-            h = math.sqrt(torch.finfo(spec.dtype).eps)
         while f.start < self.N and f.iterations < self.max_iters:
             f.iterations += 1
             n = f.start
             idx = torch.tensor([n], device=spec.device)
-            if twin:
-                size = self.system.checked_error_ratio(x + v, x, idx).clamp_min(torch.finfo(spec.dtype).tiny)
-                pert = x + (h / size).view(-1, 1) * v
-                out = self.executor.propagate(torch.cat([x, pert]), idx.repeat(2))
+            twin = bound.twin(x[0]) if bound is not None else None
+            f.history["twin_rows"].append(int(twin is not None))
+            if twin is not None:
+                out = self.executor.propagate(torch.cat([x, twin]), idx.repeat(2))
                 depth, nfe = self.system.call_cost(idx.repeat(2))
-                x, image = out[:1], out[1:]
-                gain = float(self.system.checked_error_ratio(image, x, idx + 1)[0].detach()) / h
-                v = image - x
-                bound.advance_exact(1, gain if math.isfinite(gain) else math.inf)
+                x = out[:1]
+                bound.advance_exact(x[0], out[1], n + 1)
             else:
                 x = self.executor.propagate(x, idx)
                 depth, nfe = self.system.call_cost(idx)
-                if bound is not None:
-                    bound.advance_exact(1, 1.0)
             self.cost.nfe += nfe
             self.cost.depth += depth
             if not bool(torch.isfinite(x).all()):
@@ -350,7 +348,7 @@ class Loop:
     # -- the result -------------------------------------------------------------------------------
     def result(self) -> Solution:
         f, N = self.front, self.N
-        if f.status is Status.CONVERGED and self.bound is not None and not self.bound.largest <= self.tol:
+        if f.status is Status.CONVERGED and self.bound is not None and not self.bound.estimate <= self.floor:
             f.status = Status.UNCERTIFIED
         if f.status not in (Status.CONVERGED, Status.UNCERTIFIED):
             # Best iterate: accepted points, the window's iterate, initial guesses beyond it.
@@ -364,7 +362,7 @@ class Loop:
             else:
                 self.ys[1] = rest[-1]
         bound = self.bound
-        estimate = None if bound is None else bound.largest
+        estimate = None if bound is None else bound.estimate
         message = f.status.value.format(N=N, iterations=f.iterations, accepted=f.start, tol=self.tol,
                                         estimate=estimate if estimate is not None else math.nan,
                                         gain=bound.gain_total if bound is not None else math.nan)

@@ -56,6 +56,9 @@ class Solution:
         point_residuals: per iteration, the error ratio of each window point.
         window_starts: per iteration, the index of the window's first point.
         accepted: per iteration, the number of accepted points after it.
+        twin_rows: per iteration, the rows the error bound added to the call (its twin
+            row ``X_a − ê``, docs/design.md "The error bound"): 0 or 1, each ``K`` fine
+            steps of NFE and no depth.
         resets: sweeps in which non-finite iterates ahead of the front were
             re-initialised from the last finite point (a divergence guard).
         fallbacks: the moves of the divergence guard down its ladder
@@ -66,8 +69,9 @@ class Solution:
             solve's (:class:`~pitsolve.Guard`, ``budget``).
         wall_time: seconds from the start of the solve to the end.
         error_estimate: the estimated largest distance of an accepted point
-            from the sequential result, in the system's measure (``≤ tol``
-            when converged; ``stopping="error"`` only, else ``None``).
+            from the sequential result, in the system's measure — of the last
+            point only for a system with ``certified = "final"`` (a sampler) —
+            (``≤ tol`` when converged; ``stopping="error"`` only, else ``None``).
         stopping: the acceptance rule, ``"error"`` or ``"eq14"``.
         tuning: for ``window="auto"``, the chosen window and the measured
             batch-cost curve ``[(rows, seconds), …]``; else ``None``.
@@ -85,6 +89,7 @@ class Solution:
     point_residuals: List[torch.Tensor] = field(default_factory=list)
     window_starts: List[int] = field(default_factory=list)
     accepted: List[int] = field(default_factory=list)
+    twin_rows: List[int] = field(default_factory=list)
     resets: int = 0
     fallbacks: List[Any] = field(default_factory=list)
     budget_sweeps: int = 0

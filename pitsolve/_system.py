@@ -51,6 +51,13 @@ class BandedSystem(abc.ABC):
     #: for the initialiser): its Jacobian columns are zero, so every strategy takes
     #: ``Φ``'s value there (``A = 0``) instead of extrapolating it.  ``None``: no such part.
     passive: Optional[slice] = None
+    #: What ``tol`` bounds under ``solve(stopping="error")``: ``"trajectory"`` (every point's
+    #: error, the default) or ``"final"`` (the last point's: a sampler's result is its last state).
+    certified: str = "trajectory"
+    #: Independent parts of the state (e.g. the images of a batch), for the error bound: a flat
+    #: ``[D]`` integer tensor numbering each entry's part ``0 … P−1``, or ``None`` (one part).
+    #: :meth:`error_parts` measures each part.
+    parts: Optional[torch.Tensor] = None
 
     @property
     @abc.abstractmethod
@@ -96,6 +103,11 @@ class BandedSystem(abc.ABC):
         scale = self.error_scale(new, indices)
         _check_scale(self, scale, diff)
         return (diff / scale).pow(2).mean(dim=1).sqrt()
+
+    def error_parts(self, new: torch.Tensor, old: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The measure of each independent part (:attr:`parts`), ``[B, P]``; its maximum over parts is
+        :meth:`error_ratio`.  Default: one part, ``error_ratio`` itself."""
+        return self.checked_error_ratio(new, old, indices).unsqueeze(1)
 
     def checked_error_ratio(self, new: torch.Tensor, old: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """:meth:`error_ratio`, checked: a 1-D floating-point tensor ``[B]`` on the states' device.
@@ -289,7 +301,7 @@ def _noting(system: BandedSystem, method: str, indices: torch.Tensor):
 
 def _intervals(indices: torch.Tensor) -> str:
     """``interval 3`` / ``intervals 3..7`` / ``intervals [1, 4, 6]`` for a LongTensor of interval numbers."""
-    n = [int(i) for i in indices.flatten().tolist()]
+    n = sorted({int(i) for i in indices.flatten().tolist()})  # a call may evaluate a point twice
     if len(n) == 1:
         return f"interval {n[0]}"
     if n == list(range(n[0], n[0] + len(n))):

@@ -80,7 +80,9 @@ def test_costs_are_what_the_calls_took(report):
 
 
 def test_odeint_has_torchdiffeqs_call_shape_and_default_method(reference):
-    ys = pitsolve.odeint(vdp, Y0, T, rtol=1e-8, atol=1e-10, jacobian="dense", tol=1e-10)
+    # tol=1e-8: the error bound's estimate over a data-dependent step control is conservative (at 1e-10 it
+    # declines to certify an error of 1e-11); the parallel error stays far below the integration error.
+    ys = pitsolve.odeint(vdp, Y0, T, rtol=1e-8, atol=1e-10, jacobian="dense", tol=1e-8)
     theirs = torchdiffeq.odeint(vdp, Y0, T, rtol=1e-8, atol=1e-10)
     assert ys.shape == theirs.shape
     assert float((ys - reference).abs().max()) <= 3 * float((theirs - reference).abs().max())
@@ -88,7 +90,7 @@ def test_odeint_has_torchdiffeqs_call_shape_and_default_method(reference):
     tdq = torchdiffeq.odeint(vdp, Y0, T, method="rk4", options=dict(step_size=0.125))
     assert torch.allclose(fine, tdq, rtol=0, atol=1e-9)
     first = pitsolve.odeint(vdp, Y0, T, options=dict(first_step=1e-3, max_num_steps=500), jacobian="dense",
-                            tol=1e-10)
+                            tol=1e-8)
     assert float((first - reference).abs().max()) < 1e-4
 
 

@@ -128,7 +128,7 @@ def test_sde_path_is_a_function_of_the_seed():
 @pytest.mark.parametrize("scheduler", [DDPMScheduler(clip_sample=False), DDIMScheduler(clip_sample=False),
                                        DPMSolverMultistepScheduler()], ids=["ddpm", "ddim", "dpm++"])
 def test_gmm_samples_are_bit_identical(gmm, scheduler):
-    kw = dict(num_inference_steps=20, shape=(16, 2), intervals=10, window=6, tol=1e-4)
+    kw = dict(num_inference_steps=20, shape=(16, 2), intervals=10, window=6, tol=1e-4, throw=False)
     x, sol = parallel_sample(gmm, scheduler, generator=gen(3), **kw)
     y, again = parallel_sample(gmm, scheduler, generator=gen(3), **kw)
     assert torch.equal(x, y)

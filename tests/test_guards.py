@@ -125,8 +125,11 @@ def test_depth_budget_replaces_expensive_sweeps_and_bounds_depth():
     vdp = pitsolve.ODESystem(lambda t, y: torch.stack([y[..., 1], 2 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1),
                              torch.tensor([2.0, 0.0], dtype=F64), torch.linspace(0, 4, 41, dtype=F64))
     seq = pitsolve.sequential(vdp)
-    bare = pitsolve.solve(vdp, "newton", tol=1e-10, guard=False)
-    guarded = pitsolve.solve(vdp, "newton", tol=1e-10)
+    # The oscillator amplifies accepted errors ~4x after acceptance: at tol 1e-10 the bound may end
+    # UNCERTIFIED (honestly: its estimate tracks the error); this test is about the depth budget.
+    bare = pitsolve.solve(vdp, "newton", tol=1e-10, guard=False, throw=False)
+    guarded = pitsolve.solve(vdp, "newton", tol=1e-10, throw=False)
+    assert guarded.status in (pitsolve.Status.CONVERGED, pitsolve.Status.UNCERTIFIED)
     assert bare.depth > seq.depth
     assert guarded.depth <= 2 * seq.depth and guarded.budget_sweeps > 0
     assert max_err(guarded.ys, seq.ys) < 1e-8

@@ -126,6 +126,10 @@ class DiffusionSystem(BandedSystem):
         self._sample_size = latents.numel()
         self.monitored = slice(0, self._sample_size)
         self.passive = slice(self._sample_size, 2 * self._sample_size)  # the carried x̂_0: Φ reads only x and h
+        self.certified = "final"  # tol bounds the sample's error; intermediate latents are not the result
+        batch = latents.shape[0]
+        per_image = torch.arange(batch, device=latents.device).repeat_interleave(latents[0].numel())
+        self.parts = per_image.repeat(self._parts)  # the images are independent: one part each
 
     # -- BandedSystem -----------------------------------------------------------
     @property
@@ -208,11 +212,15 @@ class DiffusionSystem(BandedSystem):
             "model": digest(self.model),
         }
 
-    def error_ratio(self, new, old, indices):
+    def error_parts(self, new, old, indices):
+        """Per image: ``RMS(x − x') / max(σ_n, c)``, ``[B, batch]``."""
         B, batch = new.shape[0], self.latents.shape[0]
         diff = (new - old)[:, self.monitored].reshape(B, batch, -1)
-        rms = diff.pow(2).mean(dim=2).sqrt().amax(dim=1)
-        return rms / self._scale[indices].to(rms.dtype)
+        rms = diff.pow(2).mean(dim=2).sqrt()
+        return rms / self._scale[indices].to(rms.dtype).unsqueeze(1)
+
+    def error_ratio(self, new, old, indices):
+        return self.error_parts(new, old, indices).amax(dim=1)
 
     # -- fine steps ---------------------------------------------------------------
     def fine_step(self, parts, step: torch.Tensor, x0: Optional[torch.Tensor] = None):
