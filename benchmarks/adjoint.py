@@ -142,8 +142,8 @@ def measure(Ns, K: int, horizon: float, windows, strategies, tol: float, dim: in
 
         bp = measure_one(through_solve, params, y0)
         rows.append(row("backprop solve", "identity", N, bp, box["sweeps"], box["sweeps"] * K, box["sweeps"]))
-        for window in windows:
-            w = min(window, N) if window else None
+        for w in sorted({min(window, N) if window else N for window in windows}, reverse=True):
+            w = None if w == N else w
             for strategy in strategies:
                 if strategy == "zero" and N > ZERO_MAX_N:
                     continue  # N + 1 waves whatever the window (finite termination, no contraction): measured below

@@ -193,8 +193,9 @@ class _OdeintAdjoint(torch.autograd.Function):
         try:
             solution = solve(adjoint, **plan.backward)
         except ConvergenceError as err:
+            reason = str(err).replace(" (pass throw=False to get the partial Solution)", "")
             raise type(err)(
-                f"the adjoint solve of odeint_adjoint's backward pass failed: {err}.  For the adjoint: "
+                f"the adjoint solve of odeint_adjoint's backward pass failed: {reason}.  For the adjoint: "
                 "adjoint_jacobian='dense' is exact (two sweeps per window, certified) for states of up to a few "
                 "dozen entries; otherwise loosen adjoint_tol or shrink adjoint_window.", err.solution) from None
         lam = solution.ys.flip(0)  # λ_0 … λ_N (the adjoint solve runs from λ_N)
