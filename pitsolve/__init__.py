@@ -16,6 +16,7 @@ True
 """
 
 from . import distributed, extend, initializers, jacobians
+from ._adjoint import AdjointStats, odeint_adjoint
 from ._brownian import GridBrownian
 from ._convenience import odeint, sdeint
 from ._errors import (
@@ -52,6 +53,8 @@ __all__ = [
     "solve",
     "sequential",
     "odeint",
+    "odeint_adjoint",
+    "AdjointStats",
     "sdeint",
     "jacobians",
     "initializers",

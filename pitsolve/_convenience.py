@@ -72,6 +72,18 @@ def odeint(
     an :class:`~pitsolve.ODESystem` and call :func:`~pitsolve.solve` for the
     full :class:`~pitsolve.Solution`.
     """
+    system = ode_system(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, substeps=substeps,
+                        batched_func=batched_func, func_dtype=func_dtype)
+    return solve(
+        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard, stopping=stopping,
+        devices=devices, executor=executor, progress=progress,
+    ).ys
+
+
+def ode_system(func: Callable, y0: State, t: torch.Tensor, *, rtol: float, atol: float, method: Optional[str],
+               options: Optional[dict], substeps: Optional[int], batched_func: bool,
+               func_dtype: Optional[torch.dtype]) -> ODESystem:
+    """The :class:`~pitsolve.ODESystem` of :func:`odeint`'s arguments (torchdiffeq's ``method``/``options``)."""
     from ._adaptive import ADAPTIVE_METHODS
     from ._multistep import MULTISTEP_METHODS, MULTISTEP_OPTIONS
 
@@ -103,11 +115,7 @@ def odeint(
             kwargs["options"] = options or None
             if method != "explicit_adams":  # the corrector reads them, as torchdiffeq's does
                 kwargs.update(rtol=rtol, atol=atol)
-    system = ODESystem(func, y0, t, method=method, batched_func=batched_func, func_dtype=func_dtype, **kwargs)
-    return solve(
-        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard, stopping=stopping,
-        devices=devices, executor=executor, progress=progress,
-    ).ys
+    return ODESystem(func, y0, t, method=method, batched_func=batched_func, func_dtype=func_dtype, **kwargs)
 
 
 def sdeint(

@@ -148,3 +148,20 @@ def test_oracle_curve_reaches_the_sequential_sample():
     errors = oracle.curve(pipe.unet.eval(), DDIMScheduler.from_config(pipe.scheduler.config), 4,
                           lambda: pitsolve.jacobians.Identity())
     assert len(errors) == 4 and errors[0] > 1e-2 and errors[-1] < 1e-5
+
+
+def test_adjoint_benchmark_records_waves_memory_and_gradients(tmp_path):
+    from benchmarks import adjoint
+
+    result = adjoint.main(["--intervals", "16", "--windows", "0", "4", "--strategies", "dense", "identity",
+                           "--out", str(tmp_path)])
+    rows = result["records"]
+    methods = [r["method"] for r in rows]
+    assert methods[:3] == ["backprop sequential", "torchdiffeq adjoint", "backprop solve"]
+    assert methods.count("pitsolve adjoint") == 4  # 2 windows × 2 strategies
+    for r in rows:
+        assert r["grad_error"] < 1e-8 or r["method"] == "torchdiffeq adjoint"
+    ours = {(r["strategy"], r["window"]): r for r in rows if r["method"] == "pitsolve adjoint"}
+    assert ours["dense", 16]["waves"] == 3  # two sweeps and one parameter call
+    assert ours["identity", 4]["saved_KiB"] < ours["identity", 16]["saved_KiB"]
+    assert (tmp_path / "adjoint.json").exists() and "backward waves" in (tmp_path / "adjoint.md").read_text()

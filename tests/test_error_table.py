@@ -496,6 +496,31 @@ case("callback-not-callable", "core", InputTypeError, r"callback=3 is not callab
     lambda tmp: pitsolve.solve(good_system(), callback=3))
 
 
+# ===================================================================== core: the parallel adjoint
+def adjoint(**kwargs):
+    W = torch.ones(3, 3, dtype=F64, requires_grad=True)
+    options = dict(method="rk4", adjoint_params=(W,))
+    options.update(kwargs)
+    return pitsolve.odeint_adjoint(lambda t, y: -y @ W, ones(), options.pop("t", grid()), **options)
+
+
+case("adjoint-params-not-tensors", "core", InputTypeError,
+     r"adjoint_params\[1\] is a int, not a torch\.Tensor; pass only the tensors func uses, "
+     r"e\.g\. adjoint_params=tuple\(model\.parameters\(\)\)")(
+    lambda tmp: adjoint(adjoint_params=(torch.ones(3, dtype=F64, requires_grad=True), 3)))
+case("adjoint-params-a-tensor", "core", InputTypeError,
+     r"adjoint_params is a Tensor; pass a tuple or list of tensors, e\.g\. adjoint_params=\(W,\)")(
+    lambda tmp: adjoint(adjoint_params=torch.ones(3, dtype=F64, requires_grad=True)))
+case("adjoint-func-not-module", "core", InputTypeError,
+     r"func is a function, not an nn\.Module, so its parameters are unknown; pass adjoint_params=\(tensor, \.\.\.\)")(
+    lambda tmp: adjoint(adjoint_params=None))
+case("adjoint-t-requires-grad", "core", InputValueError,
+     r"t requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass t\.detach\(\)")(
+    lambda tmp: adjoint(t=grid().requires_grad_(True)))
+case("adjoint-window-larger-than-n", "core", InputValueError,
+     r"adjoint_window=99 is larger than N=8 intervals; pass at most N or None")(
+    lambda tmp: adjoint(adjoint_window=99))
+
 # ===================================================================== diffusion adapter
 def nan_model(x, t, **kwargs):
     return torch.full_like(x, float("nan"))

@@ -115,3 +115,17 @@ def test_ode_demo_writes_plot_and_stats(tmp_path):
         assert 1 <= r["iterations"] <= 16
         assert len(r["error_per_iteration"]) == r["iterations"]
         assert r["error_per_iteration"][-1] == r["max_abs_error"]
+
+
+def test_neural_ode_spiral_losses_agree_with_torchdiffeq():
+    """Tiny settings: both trainings see the same weights and batches; their losses differ by rk4's error."""
+    spec = importlib.util.spec_from_file_location("pitsolve_example_spiral", ROOT / "examples" / "neural_ode_spiral.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--niters", "3", "--data-size", "200", "--batch-time", "8", "--batch-size", "4",
+                           "--print-every", "1"])
+    theirs, ours = summary["losses"]["torchdiffeq"], summary["losses"]["pitsolve"]
+    assert len(theirs) == len(ours) == 3
+    assert summary["largest_relative_loss_difference"] < 1e-6
+    assert summary["backward_waves_median"] <= summary["N"] + 1
+    assert summary["saved_bytes_first_step"]["pitsolve"] > 0

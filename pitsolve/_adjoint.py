@@ -1,0 +1,245 @@
+r"""``odeint_adjoint``: the parallel forward solve and a parallel discrete adjoint (docs/odes.md, "The parallel adjoint").
+
+Forward: ``X_{n+1} = Φ_n(X_n)`` solved by :func:`~pitsolve.solve` without a
+graph (``torch.no_grad``); only the trajectory ``X_0 … X_N`` is kept.
+Backward: the adjoint chain ``λ_n = J_n^T λ_{n+1} + G_n`` (the exact transpose
+of the discrete forward, so the gradient is backprop's through
+:func:`~pitsolve.sequential`, not torchdiffeq's optimise-then-discretise one)
+solved as the banded system :class:`~pitsolve._adjoint_system.AdjointSystem`
+by :func:`~pitsolve.solve` with any strategy, then the parameter gradient
+``Σ_n (∂Φ_n/∂θ)^T λ_{n+1}`` in batched calls of at most ``adjoint_window``
+intervals.  Each call recomputes its ``Φ_n`` and frees the graph, so the
+graph memory is bounded by the window, not by N or the sweeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import jacobians as _jacobians
+from ._adjoint_system import AdjointSystem, vjp
+from ._convenience import ode_system
+from ._errors import ConvergenceError, InputTypeError, InputValueError
+from ._grid import check_positive_int, check_tolerance
+from ._ode import ODESystem
+from ._solution import Solution
+from ._solver import DEFAULT_TOL, solve
+from ._state import State, _map
+
+__all__ = ["odeint_adjoint", "AdjointStats"]
+
+#: The largest state size for which the adjoint solve defaults to the exact scan (``"dense"``).
+DENSE_MAX = 16
+
+
+@dataclass
+class AdjointStats:
+    """What one :func:`odeint_adjoint` call and its backward pass did; pass one as ``stats=`` to have it filled.
+
+    Attributes:
+        forward: the forward solve's :class:`~pitsolve.Solution` (its ``ys`` released after the
+            forward pass: the trajectory is kept once, by autograd).
+        backward: the adjoint solve's :class:`~pitsolve.Solution` (``ys`` released likewise),
+            ``None`` until the backward pass ran.
+        adjoint_calls: the adjoint solve's batched vector–Jacobian-product calls, each one
+            sequential wave (its sweeps, plus a strategy's JVP waves).
+        parameter_calls: the batched calls of the parameter gradient (``⌈N / window⌉``;
+            independent of each other, 0 without parameters).
+    """
+
+    forward: Optional[Solution] = None
+    backward: Optional[Solution] = None
+    adjoint_calls: int = 0
+    parameter_calls: int = 0
+
+    @property
+    def backward_waves(self) -> int:
+        """Sequential waves of vector–Jacobian products in the backward pass (plain backprop: N)."""
+        return self.adjoint_calls + self.parameter_calls
+
+
+def odeint_adjoint(
+    func: Callable,
+    y0: State,
+    t: torch.Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: Optional[str] = None,
+    options: Optional[dict] = None,
+    substeps: Optional[int] = None,
+    batched_func: bool = False,
+    func_dtype: Optional[torch.dtype] = None,
+    jacobian="identity",
+    window: Optional[int] = None,
+    tol: float = DEFAULT_TOL,
+    max_iters: Optional[int] = None,
+    init=None,
+    guard=True,
+    stopping: str = "error",
+    adjoint_params: Optional[Sequence[torch.Tensor]] = None,
+    adjoint_jacobian=None,
+    adjoint_window: Optional[int] = None,
+    adjoint_tol: Optional[float] = None,
+    stats: Optional[AdjointStats] = None,
+    progress: bool = False,
+) -> State:
+    r"""``torchdiffeq.odeint_adjoint(func, y0, t, ...)`` with a parallel forward solve and a parallel adjoint.
+
+    The forward pass is :func:`~pitsolve.odeint` (same arguments, same
+    result) run without a graph.  The backward pass solves the discrete
+    adjoint ``λ_n = J_n^T λ_{n+1} + ∂L/∂X_n`` backwards over the same grid by
+    parallel sweeps of batched vector–Jacobian products through ``Φ_n``
+    (recomputed per call from the stored trajectory), then sums the parameter
+    gradient ``Σ_n (∂Φ_n/∂θ)^T λ_{n+1}``.  The gradients are those of backprop
+    through :func:`~pitsolve.sequential` on the same grid (to ``tol`` and
+    ``adjoint_tol``), for every method, adaptive ones included (their steps
+    are recomputed from the same states).  torchdiffeq's ``odeint_adjoint``
+    instead integrates the continuous adjoint ODE and agrees only to its
+    discretisation error.
+
+    Args:
+        func, y0, t, rtol, atol, method, options, substeps, batched_func, func_dtype,
+        jacobian, window, tol, max_iters, init, guard, stopping, progress:
+            as for :func:`~pitsolve.odeint` (``jacobian``, ``window``, ``tol``,
+            ``max_iters``, ``init`` for the forward solve).
+        adjoint_params: the tensors to differentiate besides ``y0`` (those that
+            require grad are used); ``None``: ``func.parameters()``, which needs
+            ``func`` to be an ``nn.Module`` (as torchdiffeq).  Tensors ``func``
+            uses but that are not listed get no gradient.
+        adjoint_jacobian: the strategy of the adjoint solve (a name of
+            :data:`pitsolve.jacobians.REGISTRY` or an instance).  ``None``:
+            ``"dense"`` (the exact ``J_n^T`` of the window in one wave, then an
+            associative scan: two sweeps per window) for states of at most
+            ``DENSE_MAX`` = 16 entries, else ``"identity"``.  Dense recomputes
+            ``Φ_n`` for ``2D`` rows per point, so its graph memory is about
+            ``2D`` times the identity's (benchmarks/results/adjoint.md).
+        adjoint_window: the adjoint solve's window, also the largest batch of
+            the parameter gradient; ``None``: ``window``.  It bounds the graph
+            memory of the backward pass.
+        adjoint_tol: the adjoint solve's tolerance in the measure
+            ``RMS((λ_n − λ*_n) / (g + |λ_n|))``, ``g = max_d Σ_n |G_n[d]|``; ``None``: ``tol``.
+        stats: an :class:`AdjointStats` to fill with both solves' records.
+
+    Returns:
+        The solution at ``t``, ``[len(t), *y0.shape]`` (a tuple for tuple
+        states), differentiable with respect to ``y0`` and ``adjoint_params``
+        (not ``t``).
+    """
+    if isinstance(t, torch.Tensor) and t.requires_grad:
+        raise InputValueError(
+            "t requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass "
+            "t.detach(), or use pitsolve.odeint and backpropagate through the solve."
+        )
+    params = _adjoint_params(func, adjoint_params)
+    if stats is not None and not isinstance(stats, AdjointStats):
+        raise InputTypeError(f"stats is a {type(stats).__name__}; pass a pitsolve.AdjointStats() or None.")
+    detached = _map(lambda p: p.detach() if isinstance(p, torch.Tensor) else p, y0)
+    with torch.no_grad():
+        system = ode_system(func, detached, t, rtol=rtol, atol=atol, method=method, options=options,
+                            substeps=substeps, batched_func=batched_func, func_dtype=func_dtype)
+    N = system.num_intervals
+    window_b = window if adjoint_window is None else check_positive_int(adjoint_window, "adjoint_window")
+    if isinstance(window_b, int) and window_b > N:
+        raise InputValueError(f"adjoint_window={window_b} is larger than N={N} intervals; pass at most N or None.")
+    if adjoint_jacobian is None:
+        adjoint_jacobian = "dense" if system.spec.size <= DENSE_MAX else "identity"
+    adjoint_jacobian = _jacobians.get(adjoint_jacobian)  # checked now, not in the backward pass
+    adjoint_tol = tol if adjoint_tol is None else check_tolerance(adjoint_tol, "adjoint_tol")
+    plan = _Plan(system=system, forward=dict(jacobian=jacobian, window=window, tol=tol, max_iters=max_iters,
+                                             init=init, guard=guard, stopping=stopping, progress=progress),
+                 backward=dict(jacobian=adjoint_jacobian, window=window_b, tol=adjoint_tol,
+                               guard=guard, stopping=stopping, progress=progress),
+                 params=params, stats=stats if stats is not None else AdjointStats())
+    parts = y0 if isinstance(y0, tuple) else (y0,)
+    flat = _OdeintAdjoint.apply(plan, *parts, *params)
+    return system.spec.trajectory(flat)
+
+
+@dataclass
+class _Plan:
+    system: ODESystem
+    forward: dict
+    backward: dict
+    params: Tuple[torch.Tensor, ...]
+    stats: AdjointStats
+
+
+class _OdeintAdjoint(torch.autograd.Function):
+    """Forward: the parallel solve, no graph.  Backward: the parallel adjoint solve and the parameter sum."""
+
+    @staticmethod
+    def forward(ctx, plan: _Plan, *inputs: torch.Tensor) -> torch.Tensor:
+        system = plan.system
+        solution = solve(system, **plan.forward)
+        xs = system.spec.flatten_batch(solution.ys)
+        solution.ys = None
+        plan.stats.forward = solution
+        ctx.plan = plan
+        ctx.save_for_backward(xs)
+        return xs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grads: torch.Tensor):
+        plan = ctx.plan
+        (xs,) = ctx.saved_tensors
+        system, stats, N = plan.system, plan.stats, plan.system.num_intervals
+        adjoint = AdjointSystem(system, xs, grads)
+        try:
+            solution = solve(adjoint, **plan.backward)
+        except ConvergenceError as err:
+            reason = str(err).replace(" (pass throw=False to get the partial Solution)", "")
+            raise type(err)(
+                f"the adjoint solve of odeint_adjoint's backward pass failed: {reason}.  For the adjoint: "
+                "adjoint_jacobian='dense' is exact (two sweeps per window, certified) for states of up to a few "
+                "dozen entries; otherwise loosen adjoint_tol or shrink adjoint_window.", err.solution) from None
+        lam = solution.ys.flip(0)  # λ_0 … λ_N (the adjoint solve runs from λ_N)
+        solution.ys = None
+        stats.backward, stats.adjoint_calls, stats.parameter_calls = solution, adjoint.calls, 0
+        param_grads: List[torch.Tensor] = [torch.zeros_like(p) for p in plan.params]
+        if plan.params:
+            window = plan.backward["window"]
+            chunk = window if isinstance(window, int) else N  # None (all N) or "auto"
+            for a in range(0, N, chunk):
+                n = torch.arange(a, min(a + chunk, N), device=xs.device)
+                _, part = vjp(lambda x: system.propagate_flat(x, n), xs[n], lam[n + 1], plan.params)
+                param_grads = [g + q for g, q in zip(param_grads, part)]
+                stats.parameter_calls += 1
+        y0_grads = system.spec.unflatten(lam[0])
+        y0_grads = y0_grads if isinstance(y0_grads, tuple) else (y0_grads,)
+        return (None, *y0_grads, *param_grads)
+
+
+def _adjoint_params(func: Callable, adjoint_params) -> Tuple[torch.Tensor, ...]:
+    """The tensors to differentiate: ``adjoint_params`` (checked) or ``func.parameters()``; those requiring grad, once each."""
+    if adjoint_params is None:
+        if not isinstance(func, torch.nn.Module):
+            raise InputTypeError(
+                f"func is a {type(func).__name__}, not an nn.Module, so its parameters are unknown; pass "
+                "adjoint_params=(tensor, ...) with the tensors func uses, or make func an nn.Module."
+            )
+        candidates = tuple(func.parameters())
+    else:
+        if isinstance(adjoint_params, torch.Tensor) or not isinstance(adjoint_params, (list, tuple)):
+            raise InputTypeError(
+                f"adjoint_params is a {type(adjoint_params).__name__}; pass a tuple or list of tensors, e.g. "
+                "adjoint_params=(W,) or tuple(model.parameters())."
+            )
+        candidates = tuple(adjoint_params)
+        for i, p in enumerate(candidates):
+            if not isinstance(p, torch.Tensor):
+                raise InputTypeError(
+                    f"adjoint_params[{i}] is a {type(p).__name__}, not a torch.Tensor; pass only the tensors "
+                    "func uses, e.g. adjoint_params=tuple(model.parameters())."
+                )
+    seen, out = set(), []
+    for p in candidates:
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return tuple(out)
