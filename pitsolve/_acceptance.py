@@ -114,6 +114,7 @@ class ErrorBound:
         self.vec: Optional[torch.Tensor] = None
         self.front = torch.zeros(P, dtype=torch.float64)
         self.largest = 0.0
+        self._lost = False  # the estimate became non-finite: it stays so (nothing can certify the rest)
         self._gain_total = torch.ones(P, dtype=torch.float64)
         self._median = torch.ones(P, dtype=torch.float64)  # the last median secant gain per part
         self._log_gain = torch.zeros(P, dtype=torch.float64)  # Σ log(twin gain): the mean growth ahead
@@ -139,6 +140,8 @@ class ErrorBound:
     def estimate(self) -> float:
         """The estimate ``tol`` is held to: the largest over the accepted points, or (a system that
         certifies its final point only) that of the newest accepted point."""
+        if self._lost:
+            return math.inf
         return self.front_max if self.final_only else self.largest
 
     @property
@@ -255,10 +258,9 @@ class ErrorBound:
         d = (x[1:] - fx).detach()
         m = p - 1  # candidates x[1 … p−1]
         # ê(i) = A_i + D_i: the inherited error, J_a ê exactly over the anchor's interval and then carried
-        # with that interval's gain g (the flow's gains change slowly along the error's own direction),
-        # and this run's defects, carried with the secant gains ρ_i; both never below 1 (a contraction
-        # seen along one direction is not credited to others: the next twin row measures it exactly).
-        g_in = self._spread(g.clamp_min(1.0), d)
+        # with max(g, ρ_i) (the twin's gain along ê, the secants'), and this run's defects, carried with the
+        # secant gains ρ_i; never below 1 (a contraction seen along one direction is not credited to others).
+        g1 = g.clamp_min(1.0)
         inherited = torch.empty((max(m, 0), d.shape[1]), dtype=d.dtype, device=d.device)
         own = torch.empty_like(inherited)
         for i in range(m):
@@ -266,7 +268,7 @@ class ErrorBound:
                 inherited[0] = prop.detach() if prop is not None else torch.zeros_like(d[0])
                 own[0] = d[0]
             else:
-                inherited[i] = self._spread(torch.maximum(rho[i], g.clamp_min(1.0)), d) * inherited[i - 1]
+                inherited[i] = self._spread(torch.maximum(rho[i], g1), d) * inherited[i - 1]
                 own[i] = self._spread(rho[i], d) * own[i - 1] + d[i]
         errs = inherited + own
         j, largest = 0, self.front_max
@@ -293,10 +295,10 @@ class ErrorBound:
         if j == 0:
             vec = prop
         else:
-            vec = self._spread(torch.maximum(rho[j], g.clamp_min(1.0)), d) * inherited[j - 1] + self._spread(rho[j], d) * own[j - 1]
+            vec = self._spread(torch.maximum(rho[j], g1), d) * inherited[j - 1] + self._spread(rho[j], d) * own[j - 1]
         self._set_front(vec, fx[j], start + j + 1)
         self.largest = max(self.largest, largest, self.front_max)
-        self._gain_total *= g.clamp_min(1.0) ** (j + 1) if j > 0 else g
+        self._gain_total *= g1 ** (j + 1) if j > 0 else g
         return j, beta.to(x.dtype)
 
     def _set_front(self, vec: Optional[torch.Tensor], at: torch.Tensor, index: int) -> None:
@@ -305,6 +307,9 @@ class ErrorBound:
             return
         self.vec = vec.detach()
         self.front = self._measure(at.unsqueeze(0), self.vec.unsqueeze(0), torch.tensor([index], device=at.device))[0]
+        if not bool(torch.isfinite(self.front).all()):
+            self._lost = True
+            self.largest = math.inf
 
     def advance_exact(self, image: torch.Tensor, twin_image: Optional[torch.Tensor], index: int) -> None:
         """The anchor ``index − 1`` accepted as ``Φ`` of its predecessor (the sequential rung): ``ê ← J ê``.

@@ -133,3 +133,41 @@ def test_identity_solves_a_translation_in_two_sweeps_with_the_default_guard():
     sol = pitsolve.solve(system, "identity", tol=1e-10)
     assert sol.converged and sol.iterations <= 2 and not sol.fallbacks
     assert float((sol.ys - ref).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("kind, steps", [("ddpm", 50), ("dpm++", 25), ("ddim-clip", 50)])
+def test_the_estimate_is_not_far_below_the_error_of_any_sample(kind, steps):
+    """The estimate of a sampler's final sample (per image: docs/design.md, "The error bound") is not far
+    below the measured error (a first-order model, not a bound: at least a quarter of it here), and a
+    CONVERGED result is within tol.  It may be far above: it credits no contraction (clipping: ~1000x).
+    Clipping (DDIM clip_sample) is the case that fooled the earlier scalar gain into CONVERGED."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    from pitsolve.adapters.diffusers import build_system
+    from pitsolve.adapters.diffusion import GaussianMixtureDenoiser, PosteriorInit
+
+    acp = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    gmm = GaussianMixtureDenoiser.random(2, components=3, alphas_cumprod=acp, seed=0, spread=1.0, std=0.3)
+    scheduler = {"ddpm": DDPMScheduler(clip_sample=False), "dpm++": DPMSolverMultistepScheduler(),
+                 "ddim-clip": DDIMScheduler(clip_sample=True)}[kind]
+
+    def build():
+        return build_system(gmm, scheduler, num_inference_steps=steps, shape=(16, 2),
+                            generator=torch.Generator().manual_seed(1))
+
+    system = build()
+    assert system.certified == "final" and system.parts is not None
+    ref = pitsolve.sequential(system)
+    tol = 1e-2
+    sol = pitsolve.solve(build(), "identity", tol=tol, init=PosteriorInit(1), throw=False)
+    end = torch.tensor([steps])
+    flat = system.spec.flatten_batch
+    per_image = system.error_parts(flat(sol.ys)[-1:], flat(ref.ys)[-1:], end)[0]
+    assert per_image.shape == (16,)
+    error = float(per_image.max())
+    assert float(system.error_ratio(flat(sol.ys)[-1:], flat(ref.ys)[-1:], end)[0]) == error
+    assert sol.status in (pitsolve.Status.CONVERGED, pitsolve.Status.UNCERTIFIED)
+    if sol.converged:
+        assert error <= tol, (error, sol.error_estimate)
+    assert sol.error_estimate >= error / 4, (error, sol.error_estimate)
+    assert sum(sol.twin_rows) >= sol.iterations - 2  # the twin row rides along once ê ≠ 0
