@@ -307,10 +307,9 @@ class Loop:
         """The guard's last rung: ``X_{n+1} = Φ_n(X_n)`` point by point, as lean as :func:`~pitsolve.sequential`.
 
         The points are exact continuations of the accepted front, but the
-        front's own error estimate still grows with the flow's gain: while it
-        is non-zero, each call carries a twin row ``X_n + h v_n`` whose image
-        gives the gain along ``v`` (a finite-difference tangent, renormalised
-        and carried forward: the power iteration of Lyapunov exponents), at
+        front's own error estimate ``ê`` still follows the flow: while it is
+        non-zero, each call carries the error bound's twin row ``X_n − ê``,
+        whose image gives ``J_n ê`` (docs/design.md, "The error bound"), at
         no extra depth.
         """
         f, spec, bound = self.front, self.spec, self.bound
