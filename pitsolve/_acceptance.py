@@ -165,11 +165,14 @@ class ErrorBound:
         out = self.system.error_parts(at + vec, at, indices).detach().to("cpu", torch.float64)
         return torch.where(torch.isnan(out), torch.full_like(out, math.inf), out)
 
-    def _spread(self, gains: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Per-part gains ``[P]`` as a flat ``[D]`` factor (passive parts zero: their errors do not propagate)."""
+    def _spread(self, gains: torch.Tensor, like: torch.Tensor, passive: float = 0.0) -> torch.Tensor:
+        """Per-part gains ``[P]`` as a flat ``[D]`` factor; passive parts get ``passive`` (default 0: their
+        errors do not propagate)."""
         g = gains.to(like)
         flat = g.expand(like.shape[-1]) if self._ids is None else g[self._ids]
-        return flat if self._active is None else flat * self._active.to(like)
+        if self._active is None:
+            return flat
+        return torch.where(self._active.to(like.device), flat, torch.full_like(flat, passive))
 
     # -- the twin row: J_a ê at the anchor, in the sweep's own batched call ------------------------
     def twin(self, anchor: torch.Tensor) -> Optional[torch.Tensor]:
@@ -201,7 +204,7 @@ class ErrorBound:
         # flow expands), so a part whose ê shrinks keeps its size, in J ê's direction (the direction
         # follows the flow, as in a power iteration): the estimate never credits contraction.
         boost = torch.where((gain < 1.0) & (gain > 0.0), 1.0 / gain.clamp_min(1e-300), ones)
-        prop = prop * torch.where(self._spread(ones, prop) > 0, self._spread(boost, prop), torch.ones_like(prop))
+        prop = prop * self._spread(boost, prop, passive=1.0)
         lost = self._spread((gain == 0.0).to(torch.float64), prop) > 0  # J ê = 0: nothing to follow
         prop = torch.where(lost, self.vec.to(prop), prop)
         return prop, gain
