@@ -10,11 +10,12 @@ One exchange is one ``all_gather`` of a byte buffer per rank::
 
     [ header: 12 × int64 | payload: max_rows × width values of the state dtype, zero-padded ]
 
-The header (magic, exchange number, call, batch rows, own rows, error flag,
-call-specific fields) lets every rank check that all ranks are at the same
-exchange of the same call before using the data, and carries a rank's own
-failure to all others, so that every rank raises the same error instead of
-waiting for a rank that will never come.
+The header (magic, exchange number, kind of exchange, batch rows, own rows,
+error flag, kind-specific fields; :class:`._distributed_protocol.Header`) lets
+every rank check that all ranks are at the same exchange of the same call
+before using the data, and carries a rank's own failure to all others, so
+that every rank raises the same error instead of waiting for a rank that will
+never come.
 
 Safety (see ``docs/distributed.md``):
 
@@ -29,42 +30,50 @@ Safety (see ``docs/distributed.md``):
   rank writes to the process group's store then tells the others which rank
   stopped (died or froze) or fell behind, and every survivor raises a
   :class:`~pitsolve.DistributedError` naming it.
+
+The parts, one concern a module:
+
+* ``_distributed_protocol.py`` — the wire format: the header's named fields
+  (:class:`Header`, :class:`Kind`, :class:`Outcome`), the frame and payload
+  layout, errors as bytes, the trajectory checksum;
+* ``_distributed_heartbeat.py`` — the heartbeat thread on the group's store;
+* ``_distributed_diagnosis.py`` — which rank died, froze, fell behind or
+  differs, and the error every rank raises for it;
+* this module — :class:`DistributedExecutor`, which composes them.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import warnings
 from datetime import timedelta
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._errors import (
-    ConvergenceError,
-    DistributedError,
-    InputTypeError,
-    InputValueError,
-    NonFiniteError,
-    PitsolveError,
-    RankMismatchError,
+from . import _distributed_diagnosis as diagnosis
+from ._distributed_heartbeat import Heartbeat
+from ._distributed_protocol import (
+    ERROR_BYTES,
+    Header,
+    Kind,
+    Outcome,
+    decode_error,
+    encode_error,
+    frame,
+    frame_bytes,
+    header_fields,
+    payloads,
 )
+from ._distributed_protocol import checksum as _checksum  # looked up here at call time: tests replace it
+from ._errors import DistributedError, InputTypeError, InputValueError
 from ._execution import Call, Executor, evaluate, split_sizes
 
 __all__ = ["DistributedExecutor"]
 
-_MAGIC = 0x70697473  # "pits"
-_FIELDS = 12
-_HEADER = 8 * _FIELDS
-_ERROR_BYTES = 4096
-_KIND = {"start": 1, "fingerprint": 2, Call.PROPAGATE: 3, Call.COARSE: 4, Call.JVP: 5, "error": 6, "finish": 7}
-_KIND_NAME = {v: (k.value if isinstance(k, Call) else k) for k, v in _KIND.items()}
 #: Solves started per process group in this process: all ranks must count alike.
 _SOLVES: Dict[Tuple[int, ...], int] = {}
-
-
 class DistributedExecutor(Executor):
     r"""Spread each sweep over the ranks of an initialised ``torch.distributed`` process group.
 
@@ -103,7 +112,7 @@ class DistributedExecutor(Executor):
         self.group, self.timeout, self.heartbeat = group, timeout, float(max(heartbeat, 0.05))
         self.rank, self.world = 0, 1
         self._broken = False
-        self._beat: Optional[_Heartbeat] = None
+        self._beat: Optional[Heartbeat] = None
         self._leader = True
 
     @property
@@ -127,7 +136,7 @@ class DistributedExecutor(Executor):
         self._seq = self._sweep = 0
         key = tuple(self._global)
         _SOLVES[key] = self._solve_no = _SOLVES.get(key, 0) + 1
-        self._beat = _Heartbeat.begin(group, self.rank, self._solve_no, self.heartbeat)
+        self._beat = Heartbeat.begin(group, self.rank, self._solve_no, self.heartbeat)
         from . import __version__
 
         fingerprint = {
@@ -148,33 +157,27 @@ class DistributedExecutor(Executor):
     def finish(self, solution):
         """Check that every rank ends with the same result; rank 0's trajectory wins a round-off split."""
         ys = solution.ys
-        fields = [
-            list(type(solution.status)).index(solution.status),
-            solution.iterations,
-            solution.accepted[-1] if solution.accepted else 0,
-            solution.nfe,
-            solution.depth,
-            _checksum(ys),
-        ]
-        headers, _ = self._exchange("finish", 0, None, 0, 0, torch.uint8, fields)
-        self._check_step(headers, "finish", 0)
-        mine = headers[self.rank][6:11]
-        if any(h[6:11] != mine for h in headers):
-            rows = "; ".join(f"rank {self._global[r]}: {self._describe_result(h)}" for r, h in enumerate(headers))
-            raise self._broke(DistributedError(
-                f"pitsolve.distributed: the ranks ended the solve differently ({rows}); they must run the same "
-                "deterministic solve (same system, settings and hardware type).",
-                ranks=[self._global[r] for r, h in enumerate(headers) if h[6:11] != headers[0][6:11]],
-            ))
-        if any(h[11] != headers[0][11] for h in headers):
+        mine = Outcome(
+            status=list(type(solution.status)).index(solution.status),
+            iterations=solution.iterations,
+            accepted=solution.accepted[-1] if solution.accepted else 0,
+            nfe=solution.nfe,
+            depth=solution.depth,
+            checksum=_checksum(ys),
+        )
+        headers, _ = self._exchange("finish", 0, None, 0, 0, torch.uint8, mine)
+        outcomes = [Outcome.of(h) for h in headers]
+        error = diagnosis.ended_differently(outcomes, self._global)
+        if error is not None:
+            raise self._broke(error)
+        if any(o.checksum != outcomes[0].checksum for o in outcomes):
             warnings.warn(
                 "pitsolve.distributed: the ranks' trajectories differ in round-off (different hardware or "
                 "kernels?); every rank now returns rank 0's trajectory.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            parts = ys if isinstance(ys, tuple) else (ys,)
-            for p in parts:
+            for p in ys if isinstance(ys, tuple) else (ys,):
                 staged = p.contiguous().to(self._device)
                 self._collective(lambda: _dist().broadcast(staged, self._global[0], group=self._group, async_op=True),
                                  "the broadcast of rank 0's trajectory")
@@ -207,42 +210,34 @@ class DistributedExecutor(Executor):
         compute = time.perf_counter() - t0
         t1 = time.perf_counter()
         headers, data = self._exchange(call, B, out, max(sizes), width, spec.dtype, error=error)
-        self._check_step(headers, call, B)
-        if any(h[5] for h in headers):
-            self._raise_remote(headers, error, call)
+        if any(h.error for h in headers):
+            self._raise_remote(error, call)
         values = data.view(spec.dtype).view(self.world, max(sizes), width)
         result = torch.cat([values[r, : sizes[r]] for r in range(self.world) if sizes[r]]).to(spec.device)
         self.stats.add(call, B, mine, compute, time.perf_counter() - t1)
         return result
 
     # -- exchanges ------------------------------------------------------------------------------
-    def _exchange(self, kind, rows, payload, max_rows, width, dtype, fields=(), error=None):
-        """One ``all_gather`` of (header, padded payload); returns ``(headers [world][12], payloads [world, bytes])``."""
+    def _exchange(self, what: Union[Call, str], rows: int, payload: Optional[torch.Tensor], max_rows: int,
+                  width: int, dtype: torch.dtype, extra: Sequence[int] = (), error: Optional[BaseException] = None,
+                  ) -> Tuple[List[Header], torch.Tensor]:
+        """One ``all_gather`` of (header, padded payload), checked in step: ``(headers, payloads [world, bytes])``."""
         self._seq += 1
-        item = torch.empty((), dtype=dtype).element_size()
-        nbytes = max_rows * width * item
-        size = _HEADER + -(-nbytes // 16) * 16  # rows of the gathered buffer stay aligned for any dtype
-        mine = 0 if payload is None else payload.shape[0]
-        header = [_MAGIC, self._seq, _KIND[kind], rows, mine, int(error is not None), *fields]
-        header += [0] * (_FIELDS - len(header))
-        buf = torch.empty(size, dtype=torch.uint8, device=self._device)  # padding is never read
-        buf[:_HEADER] = torch.tensor(header, dtype=torch.int64).view(torch.uint8).to(self._device)
-        if mine:
-            flat = payload.detach().contiguous().view(torch.uint8).reshape(-1)
-            buf[_HEADER : _HEADER + flat.numel()] = flat.to(self._device)
+        kind = Kind.of(what)
+        size, nbytes = frame_bytes(max_rows, width, dtype)
+        own = 0 if payload is None else payload.shape[0]
+        buf = frame(Header(self._seq, kind, rows, own, error is not None, tuple(extra)), payload, size, self._device)
         out = torch.empty(self.world * size, dtype=torch.uint8, device=self._device)
-        what = f"the exchange of {_KIND_NAME[_KIND[kind]]}" + (
-            f" in sweep {self._sweep}" if isinstance(kind, Call) else ""
-        )
+        label = f"the exchange of {kind.label}" + (f" in sweep {self._sweep}" if isinstance(what, Call) else "")
 
         def gather():
             dist = _dist()
             all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch < 2.10
             work = all_gather(out, buf, group=self._group, async_op=True)
-            return work, lambda: _own(out.view(self.world, size)[:, :_HEADER].cpu())
+            return work, lambda: header_fields(out.view(self.world, size))
 
-        headers = self._collective(gather, what).view(torch.int64).tolist()
-        return headers, out.view(self.world, size)[:, _HEADER : _HEADER + nbytes]
+        headers = self._check_step(self._collective(gather, label), kind, rows)
+        return headers, payloads(out.view(self.world, size), nbytes)
 
     def _collective(self, op, what: str):
         """Run a collective, waiting at most ``timeout``; any failure becomes a DistributedError naming ranks."""
@@ -258,242 +253,65 @@ class DistributedExecutor(Executor):
                 raise TimeoutError(f"no answer within timeout={self.timeout} s")
             return fetch() if fetch is not None else None
         except Exception as err:
-            raise self._broke(self._failure(what, err, time.perf_counter() - t0)) from err
+            where = self._position()
+            culprits, story = diagnosis.diagnose(self._beat, where, self.heartbeat, self.timeout)
+            error = diagnosis.failure(where, what, err, time.perf_counter() - t0, culprits, story)
+            raise self._broke(error) from err
 
-    def _check_step(self, headers, kind, rows) -> None:
-        """All ranks at the same exchange of the same call with the same batch, own rows as split."""
-        expect = [_MAGIC, self._seq, _KIND[kind], rows]
-        sizes = split_sizes(rows, self.world) if isinstance(kind, Call) else None
-        if all(h[:4] == expect and (sizes is None or h[5] or h[4] == sizes[r]) for r, h in enumerate(headers)):
-            return
-        seen = "; ".join(
-            f"rank {self._global[r]}: "
-            + (
-                f"exchange {h[1]} ({_KIND_NAME.get(h[2], '?')}, {h[3]} rows)"
-                if h[0] == _MAGIC
-                else "not a pitsolve exchange"
-            )
-            for r, h in enumerate(headers)
-        )
-        raise self._broke(DistributedError(
-            f"pitsolve.distributed: the ranks fell out of step at exchange {self._seq} ({seen}); every rank must "
-            "run the same solve, call for call (a rank-dependent branch in the system or a callback?).",
-            ranks=[self._global[r] for r, h in enumerate(headers) if h[:4] != headers[0][:4]],
-        ))
+    def _check_step(self, fields: List[List[int]], kind: Kind, rows: int) -> List[Header]:
+        """The decoded headers, once all ranks are at this exchange of the same call with the same batch.
 
-    def _raise_remote(self, headers, error, call) -> None:
+        Each rank's own rows must be its slice of the split (unless it raised).
+        """
+        headers: List[Optional[Header]] = []
+        for values in fields:
+            try:
+                headers.append(Header.decode(values))
+            except DistributedError:
+                headers.append(None)
+        sizes = split_sizes(rows, self.world) if kind.call is not None else None
+
+        def in_step(r: int, h: Optional[Header]) -> bool:
+            same = h is not None and (h.exchange, h.kind, h.rows) == (self._seq, kind, rows)
+            return same and (sizes is None or h.error or h.own == sizes[r])
+
+        if all(in_step(r, h) for r, h in enumerate(headers)):
+            return headers
+        raise self._broke(diagnosis.out_of_step(headers, self._position()))
+
+    def _raise_remote(self, error: Optional[BaseException], call: Call) -> None:
         """Every rank learns what failed where, and raises the same error."""
-        info = b""
-        if error is not None:
-            info = _encode_error(error)
-        payload = torch.frombuffer(bytearray(info.ljust(_ERROR_BYTES, b"\0")), dtype=torch.uint8).view(1, -1)
-        heads, data = self._exchange("error", 0, payload, 1, _ERROR_BYTES, torch.uint8)
-        self._check_step(heads, "error", 0)
-        infos = [_decode_error(data[r]) for r in range(self.world)]
-        failing = [r for r, i in enumerate(infos) if i is not None]
-        first = infos[failing[0]]
-        also = f" (ranks {', '.join(str(self._global[r]) for r in failing[1:])} raised too)" if len(failing) > 1 else ""
-        message = (
-            f"rank {self._global[failing[0]]} raised {first['type']} in {call.value} of sweep {self._sweep}"
-            f"{also}: {first['message']}"
-        )
-        cls = _PITSOLVE_ERRORS.get(first["type"]) if first.get("pitsolve") else None
-        ranks = [self._global[r] for r in failing]
-        if cls is None or issubclass(cls, DistributedError):
-            exc = DistributedError(f"pitsolve.distributed: {message}", ranks=ranks)
-        else:
-            exc = cls(message)
-            exc.ranks = tuple(ranks)
-        raise exc from error
+        info = encode_error(error) if error is not None else b""
+        payload = torch.frombuffer(bytearray(info.ljust(ERROR_BYTES, b"\0")), dtype=torch.uint8).view(1, -1)
+        _, data = self._exchange("error", 0, payload, 1, ERROR_BYTES, torch.uint8)
+        infos = [decode_error(data[r]) for r in range(self.world)]
+        raise diagnosis.remote_error(infos, self._global, call.value, self._sweep) from error
 
     def _check_fingerprints(self, fingerprint: Dict[str, str]) -> None:
         data = json.dumps(fingerprint, sort_keys=False).encode()
         headers, _ = self._exchange("start", 0, None, 0, 0, torch.uint8, [len(data)])
-        self._check_step(headers, "start", 0)
-        longest = max(h[6] for h in headers)
-        payload = torch.frombuffer(bytearray(data.ljust(longest, b"\0")), dtype=torch.uint8).view(1, -1)
-        heads, raw = self._exchange("fingerprint", 0, payload, 1, longest, torch.uint8)
-        self._check_step(heads, "fingerprint", 0)
-        prints = [json.loads(bytes(raw[r, : headers[r][6]].cpu().tolist()).decode()) for r in range(self.world)]
-        diffs, culprits = [], set()
-        for key in dict.fromkeys(k for p in prints for k in p):
-            values = [p.get(key, "<missing>") for p in prints]
-            if len(set(values)) == 1:
-                continue
-            by_value: Dict[str, List[int]] = {}
-            for r, v in enumerate(values):
-                by_value.setdefault(v, []).append(self._global[r])
-            culprits.update(self._global[r] for r, v in enumerate(values) if v != values[0])
-            diffs.append(f"  {key}: " + "; ".join(
-                f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {_short(v)}" for v, rs in by_value.items()
-            ))
-        if diffs:
-            raise RankMismatchError(
-                f"pitsolve.distributed: the {self.world} ranks were given different solves; they differ in\n"
-                + "\n".join(diffs)
-                + "\nEvery rank must build the same system (seed every rank alike, e.g. torch.manual_seed(0) "
-                "before building the model and the initial state) and call solve with the same options.",
-                ranks=sorted(culprits),
-            )
+        lengths = [h.extra[0] for h in headers]  # the start exchange's extra field: the fingerprint's bytes
+        payload = torch.frombuffer(bytearray(data.ljust(max(lengths), b"\0")), dtype=torch.uint8).view(1, -1)
+        _, raw = self._exchange("fingerprint", 0, payload, 1, max(lengths), torch.uint8)
+        prints = [json.loads(bytes(raw[r, : lengths[r]].cpu().tolist()).decode()) for r in range(self.world)]
+        error = diagnosis.mismatch(prints, self._global)
+        if error is not None:
+            raise error
 
     # -- failures -------------------------------------------------------------------------------
+    def _position(self) -> diagnosis.Position:
+        return diagnosis.Position(self.rank, self._global, self._solve_no, self._seq)
+
     def _broke(self, exc: DistributedError) -> DistributedError:
+        """Mark the group unusable (no farewell heartbeat: the store may be gone) and return ``exc``."""
         self._broken = True
         return exc
-
-    def _failure(self, what: str, err: BaseException, elapsed: float) -> DistributedError:
-        culprits, story = self._diagnose()
-        me = f"rank {self._global[self.rank]} (of {self.world})"
-        return DistributedError(
-            f"pitsolve.distributed: {me}: {what} (exchange {self._seq}) failed after {elapsed:.1f} s: {story}. "
-            f"[{type(err).__name__}: {_short(str(err), 300)}] Every surviving rank fails with such an error; the "
-            "process group cannot be used for further collectives: end the job (torchrun can restart it, "
-            "--max-restarts).",
-            ranks=culprits,
-        )
-
-    def _diagnose(self) -> Tuple[List[int], str]:
-        """Which ranks stopped or fell behind, from their heartbeats in the group's store."""
-        if self._beat is None:
-            return [], "no heartbeats (the process group has no store), so the missing rank cannot be named"
-        others = [r for r in range(self.world) if r != self.rank]
-        try:
-            first = {r: self._beat.read(r) for r in others}
-            time.sleep(2.5 * self.heartbeat)
-            last = {r: self._beat.read(r) for r in others}
-        except Exception as err:  # noqa: BLE001 - the store itself is gone
-            return [], (
-                f"the process group's store is unreachable ({type(err).__name__}: {_short(str(err), 120)}): "
-                "the process "
-                "hosting it (rank 0 with init_method='tcp://…', or the torchrun agent) probably died"
-            )
-        stopped, behind, absent, left = [], [], [], []
-        for r in others:
-            a, b = first[r], last[r]
-            g = self._global[r]
-            if b is None or b[0] != self._solve_no:
-                absent.append(g)
-            elif b[3] != "running":
-                left.append((g, b[2]))
-            elif a is not None and a[1] == b[1]:
-                stopped.append((g, b[2]))
-            elif b[2] < self._seq:
-                behind.append((g, b[2]))
-        parts = []
-        if stopped:
-            parts.append(
-                ", ".join(
-                    f"rank {g} stopped (no heartbeat for {2.5 * self.heartbeat:.1f} s; last seen at exchange {e})"
-                    for g, e in stopped
-                )
-                + ": the process died or froze"
-            )
-        if behind:
-            parts.append(
-                ", ".join(
-                    f"rank {g} is alive but has not reached this exchange (it is at exchange {e})" for g, e in behind
-                )
-                + f": it is stuck or slower than timeout={self.timeout} s"
-            )
-        if absent:
-            parts.append(
-                ", ".join(f"rank {g}" for g in absent)
-                + " never joined this solve (it has not called it yet, or died before)"
-            )
-        if left and not (stopped or behind or absent):
-            parts.append(
-                ", ".join(f"rank {g} left this solve at exchange {e}" for g, e in left)
-                + " (it finished or raised an error of its own; see its log)"
-            )
-        culprits = [g for g, _ in stopped] + [g for g, _ in behind] + absent
-        if not parts:
-            return [], "every other rank is alive and at this exchange; the transport itself failed"
-        culprits = culprits or [g for g, _ in left]
-        return culprits, "; ".join(parts)
-
-    @staticmethod
-    def _describe_result(h) -> str:
-        status = list(_status_type())[h[6]].name
-        return f"{status}, {h[7]} iterations, {h[8]} accepted, nfe {h[9]}"
 
     def __repr__(self) -> str:
         return f"DistributedExecutor(group={self.group!r}, timeout={self.timeout!r})"
 
 
-class _Heartbeat:
-    """A daemon thread writing ``"<solve> <beat> <exchange> <state>"`` to the group's store.
-
-    It writes every ``interval`` seconds, and soon after the rank enters a new
-    exchange (at most ten writes per interval), off the solve's own thread.
-    """
-
-    def __init__(self, store, rank: int, solve_no: int, interval: float):
-        self.store, self.rank, self.solve_no, self.interval = store, rank, solve_no, interval
-        self._exchange, self.beat = 0, 0
-        self._stop, self._moved = threading.Event(), threading.Event()
-        self._publish("running")
-        self._thread = threading.Thread(target=self._loop, name=f"pitsolve-heartbeat-{rank}", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def begin(cls, group, rank, solve_no, interval) -> Optional["_Heartbeat"]:
-        store = _store_of(group)
-        if store is None:
-            return None
-        try:
-            return cls(store, rank, solve_no, interval)
-        except Exception:  # noqa: BLE001 - no store, no names in failure messages; the solve still works
-            return None
-
-    @staticmethod
-    def _key(rank: int) -> str:
-        return f"pitsolve/heartbeat/{rank}"
-
-    def _publish(self, state: str) -> None:
-        self.beat += 1
-        self.store.set(self._key(self.rank), f"{self.solve_no} {self.beat} {self.exchange} {state}")
-
-    @property
-    def exchange(self) -> int:
-        return self._exchange
-
-    @exchange.setter
-    def exchange(self, value: int) -> None:
-        self._exchange = value
-        self._moved.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._moved.wait(self.interval)
-            self._moved.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._publish("running")
-            except Exception:  # noqa: BLE001 - the store is gone; the collectives will say so
-                return
-            self._stop.wait(self.interval / 10)
-
-    def read(self, rank: int):
-        """``(solve, beat, exchange, state)`` of ``rank``, or ``None`` if it never wrote one."""
-        key = self._key(rank)
-        if not self.store.check([key]):
-            return None
-        solve, beat, exchange, state = self.store.get(key).decode().split()
-        return int(solve), int(beat), int(exchange), state
-
-    def stop(self, publish: bool = True) -> None:
-        self._stop.set()
-        self._moved.set()
-        self._thread.join(timeout=5 * self.interval)
-        if publish:  # not after a failure: the store may be gone, and a write could block
-            try:
-                self._publish("left")
-            except Exception:  # noqa: BLE001
-                pass
-
-
-# -- helpers ------------------------------------------------------------------------------------
+# -- process group ------------------------------------------------------------------------------
 def _dist():
     import torch.distributed as dist
 
@@ -519,62 +337,3 @@ def _comm_device(backend: str, device: torch.device) -> torch.device:
     if device.type == "cuda" or "gloo" in backend:
         return torch.device("cpu")  # gloo: CUDA results are staged through host memory
     return device
-
-
-def _store_of(group):
-    getter = getattr(group, "get_group_store", None)
-    try:
-        if callable(getter):
-            return getter()
-        from torch.distributed.distributed_c10d import _get_default_store
-
-        return _get_default_store()
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _checksum(ys) -> int:
-    """An exact order-sensitive integer checksum of the trajectory's bits (wrapping int64 arithmetic)."""
-    total = 0
-    for p in ys if isinstance(ys, tuple) else (ys,):
-        flat = p.detach().contiguous().reshape(-1)
-        ints = flat.view({8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}[flat.element_size()])
-        weights = torch.arange(ints.numel(), device=ints.device, dtype=torch.int64) % 1_000_003 + 1
-        total += int((ints.to(torch.int64) * weights).sum())
-    return (total + 2**63) % 2**64 - 2**63
-
-
-def _status_type():
-    from ._solution import Status
-
-    return Status
-
-
-_PITSOLVE_ERRORS = {
-    cls.__name__: cls
-    for cls in (PitsolveError, InputValueError, InputTypeError, ConvergenceError, NonFiniteError, DistributedError)
-}
-
-
-def _encode_error(error: BaseException) -> bytes:
-    info = {"type": type(error).__name__, "pitsolve": isinstance(error, PitsolveError), "message": str(error)}
-    data = json.dumps(info).encode()
-    while len(data) > _ERROR_BYTES and info["message"]:
-        info["message"] = info["message"][: len(info["message"]) // 2] + " …"
-        data = json.dumps(info).encode()
-    return data[:_ERROR_BYTES]
-
-
-def _decode_error(raw: torch.Tensor):
-    data = bytes(raw.cpu().tolist()).rstrip(b"\0")
-    return json.loads(data.decode()) if data else None
-
-
-def _own(t: torch.Tensor) -> torch.Tensor:
-    """A copy with standard strides (``view(dtype)`` needs them; ``contiguous()`` keeps a size-1 axis' odd stride)."""
-    return t.clone(memory_format=torch.contiguous_format)
-
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
