@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 
@@ -166,11 +166,3 @@ def _describe(states) -> str:
     if isinstance(states, torch.Tensor):
         return str(tuple(states.shape))
     return type(states).__name__
-
-
-def stack_states(states: Sequence[State]) -> State:
-    """Stack single states into a batch."""
-    first = states[0]
-    if isinstance(first, tuple):
-        return tuple(torch.stack([s[i] for s in states]) for i in range(len(first)))
-    return torch.stack(list(states))

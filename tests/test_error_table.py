@@ -71,7 +71,6 @@ class Case:
     run: Callable[[Path], object]
     exact: bool = False  # the user's own exception: exactly this type, not a pitsolve wrapper
     after: Optional[Callable[[], None]] = None  # run after the error: the process must still work
-    xfail: Optional[str] = None
 
 
 CASES: Dict[str, Case] = {}
@@ -706,7 +705,6 @@ def test_table_and_cases_agree():
         assert rows[row]["where"] == c.where, row
         label = "exit 2" if c.kind is CliExit else c.kind.__name__
         assert label in rows[row]["raises"], f"{row}: the table says {rows[row]['raises']!r}, the case {label}"
-        assert (c.xfail is not None) == ("needs solver change" in rows[row]["raises"]), row
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -729,13 +727,7 @@ def deadline_and_clean_process():
     assert len(std_tqdm._instances) == bars, "a progress bar was left open"
 
 
-def _param(row: str):
-    c = CASES[row]
-    marks = [pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []
-    return pytest.param(row, id=row, marks=marks)
-
-
-@pytest.mark.parametrize("row", [_param(row) for row in CASES])
+@pytest.mark.parametrize("row", list(CASES))
 def test_row(row, tmp_path):
     c = CASES[row]
     with pytest.raises(BaseException) as info:

@@ -124,11 +124,6 @@ def _T(T):
     return (T,)
 
 
-def _T_half_fifth(T):
-    """T, T/2, T/5"""
-    return tuple(sorted({T, T // 2, T // 5}))
-
-
 def _sqrt_T(T):
     """round(√T)"""
     return (max(1, round(math.sqrt(T))),)
