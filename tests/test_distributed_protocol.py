@@ -35,7 +35,7 @@ from pitsolve._execution import Call
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("kind", list(Kind))
+@pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name.lower())
 def test_header_round_trip(kind):
     header = Header(exchange=7, kind=kind, rows=5, own=2, error=kind is Kind.ERROR, extra=(3, -4, 2**62))
     raw = header.encode()
