@@ -2,7 +2,7 @@
 
 The same as ``pitsolve solve``; see :mod:`pitsolve.adapters.cli.ode` for what it prints and saves.
 
-    python examples/ode_demo.py --out outputs/demo
+    python examples/ode_demo.py --output outputs/demo
 """
 
 from pitsolve.adapters.cli.ode import main

@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._execution import ExecutionStats, Executor, LocalExecutor, MultiDeviceExecutor
 from ._guard import Fallback, Guard
-from ._ode import FIXED_GRID_METHODS, MULTISTEP_METHODS, ODESystem
+from ._ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, MULTISTEP_METHODS, ODESystem
 from ._sde import SDE_ALL_METHODS, SDE_METHODS, SDESystem
 from ._solution import Iteration, Solution, Status
 from ._solver import sequential, solve
@@ -66,6 +66,7 @@ __all__ = [
     "ExecutionStats",
     "FIXED_GRID_METHODS",
     "MULTISTEP_METHODS",
+    "ADAPTIVE_METHODS",
     "SDE_METHODS",
     "SDE_ALL_METHODS",
     "PitsolveError",

@@ -274,7 +274,7 @@ def test_unet_intervals_and_devices_within_tolerance(unet):
 # -- (c) the command line's JSON reproduces the run ----------------------------------------------------
 
 #: Options that say where results go or how they are shown, not what is computed.
-PRESENTATION = {"output", "out", "no_progress", "command", "cmd"}
+PRESENTATION = {"output", "no_progress", "command", "cmd"}
 #: The fields both commands' stats.json start with (docs/cli.md, "The header").
 HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
 
@@ -386,8 +386,8 @@ def test_sample_command_survives_paths_with_spaces(pipeline_folder, tmp_path, mo
 
 
 def test_solve_json_records_every_setting(tmp_path):
-    argv = ["solve", "--n-intervals", "4", "--substeps", "2", "--window", "3", "--t-end", "1.5", "--tol", "1e-9",
-            "--dtype", "float64", "--repeats", "1", "--out", str(tmp_path / "a")]
+    argv = ["solve", "--intervals", "4", "--substeps", "2", "--window", "3", "--t-end", "1.5", "--tol", "1e-9",
+            "--dtype", "float64", "--repeats", "1", "--output", str(tmp_path / "a")]
     assert main(argv) == 0
     stats = json.loads((tmp_path / "a" / "stats.json").read_text())
     assert list(stats)[:len(HEADER)] == list(HEADER)
@@ -396,7 +396,7 @@ def test_solve_json_records_every_setting(tmp_path):
     assert options <= set(settings), sorted(options - set(settings))
     assert settings["guard"] == repr(pitsolve.Guard()) and stats["seed"] is None
 
-    rebuilt = ["solve", "--out", str(tmp_path / "b")]
+    rebuilt = ["solve", "--output", str(tmp_path / "b")]
     for key in sorted(options):
         if key == "guard":
             rebuilt += [] if settings[key] else ["--no-guard"]
@@ -413,7 +413,7 @@ def test_solve_json_records_every_setting(tmp_path):
     # So does the recorded command line, run as it stands (but for where it writes).
     command = recorded(stats, "solve")
     assert computed_options(command) == computed_options(argv) == computed_options(rebuilt)
-    assert main(with_output(command, tmp_path / "c", "--out")) == 0
+    assert main(with_output(command, tmp_path / "c")) == 0
     third = json.loads((tmp_path / "c" / "stats.json").read_text())
     assert third["settings"] == settings and strip(third["rows"]) == strip(stats["rows"])
-    assert third["command"] == with_output_command(stats["command"], tmp_path / "c", "--out")
+    assert third["command"] == with_output_command(stats["command"], tmp_path / "c")

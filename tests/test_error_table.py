@@ -672,14 +672,89 @@ case("cli-output-is-file", "CLI", CliExit,
 case("cli-output-unwritable", "CLI", CliExit,
      r"--output .*a_file\.txt/out: .*a_file\.txt is a file, so the folder cannot be created; pass another folder")(
     lambda tmp: cli("sample", "--output", a_file(tmp) / "out"))
-case("cli-solve-out-unwritable", "CLI", CliExit,
-     r"pitsolve solve: error: --out .*a_file\.txt/x: .*is a file, so the folder cannot be created")(
-    lambda tmp: cli("solve", "--out", a_file(tmp) / "x"))
+case("cli-solve-output-unwritable", "CLI", CliExit,
+     r"pitsolve solve: error: --output .*a_file\.txt/x: .*is a file, so the folder cannot be created")(
+    lambda tmp: cli("solve", "--output", a_file(tmp) / "x"))
 case("cli-solve-t-end", "CLI", CliExit,
-     r"pitsolve solve: error: --t-end=0\.0 must be a finite number > 0, e\.g\. --t-end 2")(
-    lambda tmp: cli("solve", "--t-end", "0", "--out", tmp / "out"))
-case("cli-solve-window", "CLI", CliExit, r"--window=9 must lie in 1\.\.--n-intervals=4")(
-    lambda tmp: cli("solve", "--window", "9", "--n-intervals", "4", "--out", tmp / "out"))
+     r"pitsolve solve: error: --t-end=0\.0 equals --t0=0\.0: an empty time span; "
+     r"pass another --t-end, e\.g\. --t-end 2")(
+    lambda tmp: cli("solve", "--t-end", "0", "--output", tmp / "out"))
+case("cli-solve-window", "CLI", CliExit, r"--window=-1 must be >= 0 \(0 = all N\), or 'auto'")(
+    lambda tmp: cli("solve", "--window", "-1", "--intervals", "4", "--output", tmp / "out"))
+
+
+def user_ode(tmp: Path, name: str = "ode.py", body: str = "") -> Path:
+    """A file with the user's ODE ``f`` (a 2×2 linear system), a float ``RATE`` and whatever ``body`` adds."""
+    path = tmp / name
+    path.write_text("import torch\nRATE = 0.5\nA = torch.tensor([[-1.0, 2.0], [-2.0, -1.0]], dtype=torch.float64)\n"
+                    "def f(t, y):\n    return A @ y\n" + body)
+    return path
+
+
+def solve_func(tmp: Path, func: str, *extra):
+    """``pitsolve solve --func func`` on tiny settings, writing below ``tmp``."""
+    return cli("solve", "--func", func, "--intervals", "2", "--repeats", "1", "--jacobian", "identity",
+               "--output", tmp / "out", *extra)
+
+
+case("cli-func-format", "CLI", CliExit,
+     r"--func 'mymodel': expected MODULE:FUNCTION or path/to/file\.py:FUNCTION, e\.g\. --func mymodel:f")(
+    lambda tmp: solve_func(tmp, "mymodel", "--y0", "1,0"))
+case("cli-func-no-module", "CLI", CliExit,
+     r"--func no_such_module_xyz:f: no module named 'no_such_module_xyz' on the Python path or in the current "
+     r"folder .*; pass an importable module, or a file as --func path/to/no_such_module_xyz\.py:f")(
+    lambda tmp: solve_func(tmp, "no_such_module_xyz:f", "--y0", "1,0"))
+case("cli-func-no-file", "CLI", CliExit,
+     r"--func .*missing\.py:f: there is no file .*missing\.py; pass an existing Python file")(
+    lambda tmp: solve_func(tmp, f"{tmp / 'missing.py'}:f", "--y0", "1,0"))
+case("cli-func-import-fails", "CLI", CliExit,
+     r"--func .*broken\.py:f: importing .*broken\.py raised ZeroDivisionError: division by zero; fix that module")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp, 'broken.py', '1 / 0')}:f", "--y0", "1,0"))
+case("cli-func-no-function", "CLI", CliExit,
+     r"--func .*ode\.py:g: module '.*ode\.py' has no attribute 'g'; pass one of its functions \(f\)")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:g", "--y0", "1,0"))
+case("cli-func-not-callable", "CLI", CliExit,
+     r"--func .*ode\.py:RATE: RATE in .*ode\.py is a float, not callable; pass a function f\(t, y\)")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:RATE", "--y0", "1,0"))
+case("cli-func-without-y0", "CLI", CliExit, r"--func .*ode\.py:f needs --y0, its initial state; pass e\.g\. --y0 1,0")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:f"))
+case("cli-func-and-example", "CLI", CliExit,
+     r"argument --func: not allowed with argument --example \(see pitsolve solve -h\)")(
+    lambda tmp: cli("solve", "--example", "vanderpol", "--func", "m:f"))
+case("cli-func-raises", "CLI", CliExit,
+     r"--func .*: f\(t0, y0\) with y0 of shape \(3,\) raised RuntimeError: .*; f must take \(t, y\) with y shaped "
+     r"like --y0, as for torchdiffeq\.odeint, so pass a --y0 of the shape f expects or fix f")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:f", "--y0", "1,0,0"))
+case("cli-func-wrong-shape", "CLI", CliExit,
+     r"--func .*: f\(t, y\) returned shape \(1,\) for --y0 of shape \(2,\); pass a --y0 of the shape f works on, "
+     r"or make f return dy/dt shaped like y")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp, body='def g(t, y):  return y[:1]')}:g", "--y0", "1,0"))
+case("cli-func-not-a-tensor", "CLI", CliExit,
+     r"--func .*: f\(t, y\) returned a list, not a tensor; return dy/dt as a tensor shaped like y")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp, body='def g(t, y):  return [y]')}:g", "--y0", "1,0"))
+case("cli-y0-not-a-number", "CLI", CliExit,
+     r"--y0 '1,a': 'a' is not a number; pass comma-separated numbers, e\.g\. --y0 2,0, or a \.pt/\.pth/\.npy file")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:f", "--y0", "1,a"))
+case("cli-y0-no-file", "CLI", CliExit,
+     r"--y0 .*missing\.pt: there is no such file; pass an existing \.pt/\.pth/\.npy file or comma-separated numbers")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:f", "--y0", tmp / "missing.pt"))
+
+
+def dict_file(tmp: Path) -> Path:
+    path = tmp / "state.pt"
+    torch.save({"y0": torch.ones(2)}, path)
+    return path
+
+
+case("cli-y0-not-a-tensor", "CLI", CliExit,
+     r"--y0 .*state\.pt: the file holds a dict, not a tensor; save the initial state itself, e\.g\. torch\.save")(
+    lambda tmp: solve_func(tmp, f"{user_ode(tmp)}:f", "--y0", dict_file(tmp)))
+case("cli-method-unknown", "CLI", CliExit,
+     r"argument --method: invalid choice: 'rk5' \(choose from .*'rk4'.*'dopri5'.*\) \(see pitsolve solve -h\)")(
+    lambda tmp: cli("solve", "--method", "rk5"))
+case("cli-substeps-adaptive", "CLI", CliExit,
+     r"--substeps=3 with --method dopri5: an adaptive method chooses its own steps; leave --substeps out")(
+    lambda tmp: cli("solve", "--method", "dopri5", "--substeps", "3", "--output", tmp / "out"))
 
 
 # ----------------------------------------------------------------------------- the table

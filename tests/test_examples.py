@@ -95,7 +95,7 @@ def load_demo():
 
 def test_ode_demo_writes_plot_and_stats(tmp_path):
     out = tmp_path / "demo"
-    argv = ["--out", str(out), "--n-intervals", "16", "--substeps", "1", "--tol", str(DEMO_TOL), "--repeats", "1"]
+    argv = ["--output", str(out), "--intervals", "16", "--substeps", "1", "--tol", str(DEMO_TOL), "--repeats", "1"]
     returned = load_demo().main(argv)
 
     png = out / "convergence.png"

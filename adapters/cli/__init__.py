@@ -1,6 +1,7 @@
-"""The command line ``pitsolve``: ``pitsolve sample`` (diffusion) and ``pitsolve solve`` (ODE demonstration).
+"""The command line ``pitsolve``: ``pitsolve sample`` (diffusion) and ``pitsolve solve`` (an ODE, built-in or yours).
 
-Bad options end in one line on stderr and exit status 2, not a traceback.
+Both commands spell a shared concept the same way (:mod:`.options`); ``pitsolve --version``
+prints the versions.  Bad options end in one line on stderr and exit status 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ import argparse
 import sys
 from typing import List, Optional
 
+import torch
+
+import pitsolve
 from pitsolve import PitsolveError
 
 from . import ode, sample
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "version"]
 
 DESCRIPTION = """\
 pitsolve: solve ODEs, SDEs and diffusion samplers parallel in time.
@@ -26,8 +30,9 @@ sequential sample (same noise), in fewer sequential model-call waves.
 EPILOG = """\
 commands:
   pitsolve sample          sample the bundled digits model sequentially and in parallel, compare
-  pitsolve solve           every Jacobian strategy on a nonlinear ODE, beside the sequential solve
+  pitsolve solve           every Jacobian strategy on an ODE (Van der Pol, or yours: --func), beside sequential
   pitsolve <command> -h    the options of a command
+  pitsolve --version       the versions of pitsolve and torch
 """
 
 
@@ -38,12 +43,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
+def version() -> str:
+    """``pitsolve --version``: ``pitsolve <version> (torch <version>)``."""
+    return f"pitsolve {pitsolve.__version__} (torch {torch.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pitsolve", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="cmd", metavar="{sample,solve}")
     sample.add_parser(sub)
-    solve = sub.add_parser("solve", help="every Jacobian strategy on a nonlinear ODE, beside the sequential solve",
+    solve = sub.add_parser("solve", help="every Jacobian strategy on an ODE, built-in or yours, beside sequential",
                            description=ode.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ode.add_arguments(solve)
     solve.set_defaults(command=ode.run)

@@ -1,13 +1,19 @@
-"""Every Jacobian strategy of pitsolve on one nonlinear ODE, beside the sequential solve.
+"""``pitsolve solve``: every Jacobian strategy of pitsolve on one nonlinear ODE, beside the sequential solve.
 
-The problem is the Van der Pol oscillator with μ = 1,
+The ODE ``y' = f(t, y)``, ``y(t0) = y0`` on ``[t0, t_end]`` (``--t0``,
+``--t-end``, default [0, 2]) is a built-in example (``--example``, default
+``vanderpol``: the Van der Pol oscillator with μ = 1,
 
-    x' = v,    v' = μ (1 − x²) v − x,    (x, v)(0) = (2, 0),    t ∈ [0, 2]  (``--t-end``),
+    x' = v,    v' = μ (1 − x²) v − x,    (x, v)(0) = (2, 0);
 
-cut into N intervals of K classical RK4 steps each (``pitsolve.ODESystem``).
-The sequential solve ``X_{n+1} = Φ_n(X_n)`` is the reference; each strategy of
-``pitsolve.jacobians.REGISTRY`` then solves the same banded system by
-parallel sweeps and must reproduce it to within ``tol``.
+``lotka-volterra``: the predator–prey equations) or the user's own function
+(``--func module:f`` or ``--func path/to/file.py:f`` with ``--y0``;
+:mod:`.problems`).  It is cut into N intervals of K steps of ``--method``
+(default: classical RK4) each (``pitsolve.ODESystem``).  The sequential
+solve ``X_{n+1} = Φ_n(X_n)`` is the reference; each strategy of
+``pitsolve.jacobians.REGISTRY`` (or the one ``--jacobian`` names) then
+solves the same banded system by parallel sweeps and must reproduce it to
+within ``tol``.
 
 Printed: one row per strategy with its iterations (parallel sweeps), depth
 (fine steps on the critical path), NFE (all fine steps, also as a multiple of
@@ -19,7 +25,7 @@ On a CPU the batched sweep is not spread over devices, so the wall-time
 ratio measures overheads as much as parallelism; depth is the figure that
 bounds the speed-up on parallel hardware (docs/design.md, "Measures").
 
-Saved in ``--out``: ``stats.json`` (the header of :mod:`.record`: the command
+Saved in ``--output``: ``stats.json`` (the header of :mod:`.record`: the command
 line, versions, threads and settings; then the table, plus the error after
 every iteration and what the divergence guard did) and ``convergence.png``:
 for each strategy, the largest error
@@ -29,7 +35,8 @@ exact zeros are drawn at ε/10 of the dtype, and errors above 1e6 or not
 finite (iterates that diverged far ahead of the accepted front, before the
 solver re-initialised them) at 1e6.  In stats.json they are ``null``.
 
-    pitsolve solve --out outputs/solve          (or: python examples/ode_demo.py)
+    pitsolve solve --output outputs/solve          (or: python examples/ode_demo.py)
+    pitsolve solve --func path/to/ode.py:f --y0 1,0 --t-end 5 --method dopri5
 """
 
 from __future__ import annotations
@@ -37,36 +44,47 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import matplotlib
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import pitsolve
 
-import pitsolve  # noqa: E402
+from . import checks, options, record
+from .problems import EXAMPLES, MU, Y0_FILES, Problem, resolve, van_der_pol, y0_record
 
-from . import checks, record  # noqa: E402
+__all__ = ["add_arguments", "run", "main", "build_system", "format_table", "van_der_pol", "MU", "Y0", "T_END"]
 
-MU = 1.0
-Y0 = (2.0, 0.0)
-T_END = 2.0
+Y0 = EXAMPLES["vanderpol"].y0
+T0, T_END = 0.0, 2.0
+#: Fine steps per interval when --substeps is not given (adaptive methods choose their own steps: 1 interval step).
+SUBSTEPS = 2
 CEILING = 1e6  # errors above it (diverged iterates far ahead of the front) are drawn at it
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = options.DTYPES
+METHODS = pitsolve.FIXED_GRID_METHODS + pitsolve.MULTISTEP_METHODS + pitsolve.ADAPTIVE_METHODS
 COLUMNS = ("strategy", "iters", "depth", "NFE", "NFE/(N*K)", "max|err| vs seq", "wall [s]", "wall/seq", "guard")
 
 
-def van_der_pol(t, y):
-    x, v = y[0], y[1]
-    return torch.stack([v, MU * (1 - x**2) * v - x])
+class _Default(str):
+    """A default that argparse tells apart from the same value typed on the command line (it compares defaults
+    by identity), so that an explicit ``--example vanderpol`` together with ``--func`` is refused."""
 
 
-def build_system(n_intervals: int, substeps: int, dtype: torch.dtype, t_end: float = T_END) -> pitsolve.ODESystem:
-    t = torch.linspace(0.0, t_end, n_intervals + 1, dtype=dtype)
-    y0 = torch.tensor(Y0, dtype=dtype)
-    return pitsolve.ODESystem(van_der_pol, y0, t, method="rk4", substeps=substeps)
+DEFAULT_EXAMPLE = _Default("vanderpol")
+
+
+def build_system(n_intervals: int, substeps: int, dtype: torch.dtype, t_end: float = T_END, *,
+                 problem: Optional[Problem] = None, t0: float = T0, method: str = "rk4",
+                 device: str = "cpu") -> pitsolve.ODESystem:
+    """``problem`` (default: Van der Pol from (2, 0)) on N = ``n_intervals`` equal intervals of ``[t0, t_end]``."""
+    if problem is None:
+        problem = resolve("vanderpol", None, None, t0, dtype, device)
+    t = torch.linspace(t0, t_end, n_intervals + 1, dtype=dtype, device=device)
+    return pitsolve.ODESystem(problem.func, problem.y0, t, method=method, substeps=substeps)
 
 
 def max_error(sol: pitsolve.Solution, ref: pitsolve.Solution) -> float:
@@ -95,10 +113,10 @@ def fastest(run: Callable[[], pitsolve.Solution], repeats: int) -> pitsolve.Solu
     return min((run() for _ in range(repeats)), key=lambda sol: sol.wall_time)
 
 
-def run_strategy(system, ref, name: str, tol: float, window: Optional[int], repeats: int,
-                 guard: Union[bool, pitsolve.Guard] = True) -> Dict:
+def run_strategy(system, ref, name: str, tol: float, window: Union[None, int, str], repeats: int,
+                 guard: Union[bool, pitsolve.Guard] = True, stopping: str = "error") -> Dict:
     """The timed solve and the error of the iterate after k = 1 … iterations sweeps."""
-    kwargs = dict(tol=tol, window=window, throw=False, guard=guard)
+    kwargs = dict(tol=tol, window=window, throw=False, guard=guard, stopping=stopping)
     # k = 1 and 2 first: they also warm up every code path of the timed solve.
     runs = {k: pitsolve.solve(system, name, max_iters=k, **kwargs) for k in (1, 2)}
     sol = fastest(lambda: pitsolve.solve(system, name, **kwargs), repeats)
@@ -108,7 +126,8 @@ def run_strategy(system, ref, name: str, tol: float, window: Optional[int], repe
         for k in range(1, sol.iterations + 1)
     ]
     fine_steps = system.num_intervals * system.steps_per_interval
-    return dict(row(name, sol, ref, fine_steps), error_per_iteration=errors)
+    chosen = sol.tuning["window"] if sol.tuning is not None else window
+    return dict(row(name, sol, ref, fine_steps), window_chosen=chosen, error_per_iteration=errors)
 
 
 def format_table(rows: Sequence[Dict]) -> str:
@@ -134,7 +153,10 @@ def format_table(rows: Sequence[Dict]) -> str:
 
 
 def plot(rows: Sequence[Dict], floor: float, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """The convergence figure, drawn on its own Agg canvas (no pyplot, so the process's backend is untouched)."""
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     clipped = False
     # Distinct markers: newton and dense produce the same iterates, so their curves overlap.
     for i, r in enumerate(rows):
@@ -151,7 +173,6 @@ def plot(rows: Sequence[Dict], floor: float, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def finite_or_null(obj):
@@ -166,17 +187,37 @@ def finite_or_null(obj):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of the ODE demonstration (``pitsolve solve`` and ``examples/ode_demo.py``)."""
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for stats.json and the PNG")
-    parser.add_argument("--n-intervals", type=int, default=64, help="N, the number of intervals")
-    parser.add_argument("--substeps", type=int, default=2, help="K, RK4 steps per interval")
-    parser.add_argument("--window", type=int, default=None, help="points iterated at once (default: all N)")
-    parser.add_argument("--t-end", type=float, default=T_END, help="end of the time span [0, t_end]")
-    parser.add_argument("--tol", type=float, default=1e-8, help="δ of the stopping rule (Eq. 14)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per solve; the fastest is reported")
-    parser.add_argument("--no-guard", dest="guard", action="store_false",
-                        help="run every strategy bare, without pitsolve.Guard's fallbacks and depth budget")
+    """The options of ``pitsolve solve`` (and ``examples/ode_demo.py``): the problem, then the shared vocabulary."""
+    problem = parser.add_argument_group("the ODE (a built-in example, or your f(t, y) with --y0)")
+    which = problem.add_mutually_exclusive_group()
+    which.add_argument("--example", choices=tuple(EXAMPLES), default=DEFAULT_EXAMPLE,
+                       help=f"a built-in ODE (default: {DEFAULT_EXAMPLE})")
+    which.add_argument("--func", metavar="MODULE:F", default=None,
+                       help="your f(t, y) -> dy/dt as for torchdiffeq.odeint: MODULE:FUNCTION (the current folder "
+                            "is searched first) or path/to/file.py:FUNCTION; needs --y0")
+    problem.add_argument("--y0", metavar="Y0", default=None,
+                         help="the initial state: comma-separated numbers (e.g. 2,0) or a .pt/.npy file holding a "
+                              "tensor; cast to --dtype (default: the example's)")
+    problem.add_argument("--t0", type=float, default=T0, help=f"start of the time span (default: {T0:g})")
+    problem.add_argument("--t-end", type=float, default=T_END, help=f"end of the time span (default: {T_END:g})")
+    problem.add_argument("--method", choices=METHODS, default="rk4", metavar="METHOD",
+                         help="the fine solver of each interval, any method of pitsolve.odeint: "
+                              + ", ".join(METHODS) + " (default: rk4)")
+    problem.add_argument("--substeps", type=int, default=None, metavar="K",
+                         help=f"K, fine steps per interval (default: {SUBSTEPS}; 1 for the adaptive methods, "
+                              "which choose their own steps)")
+    options.add(parser, "intervals", 64)
+    options.add(parser, "window", 0, shown="0 = all N")
+    options.add(parser, "tol", 1e-8)
+    options.add(parser, "stopping", "error")
+    options.add(parser, "jacobian", "all", shown="all, one row each",
+                choices=("all", *sorted(pitsolve.jacobians.REGISTRY)))
+    options.add(parser, "guard")
+    options.add(parser, "device", "cpu")
+    options.add(parser, "dtype", "float64")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per solve; the fastest is reported "
+                                                               "(default: 3)")
+    options.add(parser, "output", Path("outputs/demo"))
     return parser
 
 
@@ -188,51 +229,93 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return run(parse_args(argv))
 
 
-def run(args: argparse.Namespace) -> Dict:
-    for name in ("n_intervals", "substeps", "repeats"):
+def _check(args: argparse.Namespace) -> int:
+    """Check the options that argparse cannot; return K, the fine steps per interval."""
+    for name in ("intervals", "repeats"):
         if getattr(args, name) < 1:
-            raise pitsolve.InputValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1.")
-    if args.window is not None and not 1 <= args.window <= args.n_intervals:
-        raise pitsolve.InputValueError(f"--window={args.window} must lie in 1..--n-intervals={args.n_intervals}.")
-    if not (math.isfinite(args.t_end) and args.t_end > 0):
-        raise pitsolve.InputValueError(f"--t-end={args.t_end} must be a finite number > 0, e.g. --t-end 2.")
+            raise pitsolve.InputValueError(f"--{name}={getattr(args, name)} must be >= 1.")
+    adaptive = args.method in pitsolve.ADAPTIVE_METHODS
+    if args.substeps is not None and args.substeps < 1:
+        raise pitsolve.InputValueError(f"--substeps={args.substeps} must be >= 1.")
+    if adaptive and args.substeps not in (None, 1):
+        raise pitsolve.InputValueError(
+            f"--substeps={args.substeps} with --method {args.method}: an adaptive method chooses its own steps; "
+            "leave --substeps out, or pick a fixed-grid method such as --method rk4."
+        )
+    options.check_window(args.window)
+    for flag, value in (("--t0", args.t0), ("--t-end", args.t_end)):
+        if not math.isfinite(value):
+            raise pitsolve.InputValueError(f"{flag}={value} must be a finite number, e.g. {flag} 2.")
+    if args.t_end == args.t0:
+        raise pitsolve.InputValueError(
+            f"--t-end={args.t_end} equals --t0={args.t0}: an empty time span; pass another --t-end, e.g. --t-end 2."
+        )
     checks.tolerance(args.tol)
-    checks.output_folder(args.out, "--out")
+    checks.device(args.device)
+    checks.output_folder(args.output, "--output")
+    return 1 if adaptive else (args.substeps or SUBSTEPS)
+
+
+def _absolute(value: Optional[str], kind: str) -> Optional[str]:
+    """``--func``/``--y0`` as recorded: a file path made absolute, so the command runs from any folder."""
+    if value is None:
+        return None
+    if kind == "func":
+        where, _, name = value.rpartition(":")
+        is_file = where.endswith(".py") or "/" in where or os.sep in where
+        return f"{os.path.abspath(where)}:{name}" if is_file else value
+    return os.path.abspath(value) if value.strip().lower().endswith(Y0_FILES) else value
+
+
+def run(args: argparse.Namespace) -> Dict:
+    K = _check(args)
     dtype = DTYPES[args.dtype]
     guard = record.guard(args)
-    system = build_system(args.n_intervals, args.substeps, dtype, args.t_end)
-    N, K = system.num_intervals, system.steps_per_interval
+    problem = resolve(args.example, args.func, args.y0, args.t0, dtype, args.device)
+    system = build_system(args.intervals, K, dtype, args.t_end, problem=problem, t0=args.t0, method=args.method,
+                          device=args.device)
+    N = system.num_intervals
+    window = options.resolve_window(args.window, N)
+    steps = (f"{args.method} with its own step control" if args.method in pitsolve.ADAPTIVE_METHODS
+             else f"K={K} {args.method} steps")
     title = (
-        f"Van der Pol (mu={MU}) on [0, {args.t_end}], y0={Y0}: N={N} intervals x K={K} RK4 steps\n"
-        f"tol={args.tol:g}, window={args.window}, {args.dtype}{'' if guard else ', no guard'}"
+        f"{problem.label} on [{args.t0:g}, {args.t_end:g}], y0={problem.shown_y0()}: N={N} intervals x {steps}\n"
+        f"tol={args.tol:g}, stopping={args.stopping}, window={window or 'all N'}, {args.dtype}, {args.device}"
+        f"{'' if guard else ', no guard'}"
     )
     print(title.replace("\n", ", "))
 
     pitsolve.sequential(system)  # warm-up
     ref = fastest(lambda: pitsolve.sequential(system), args.repeats)
-    rows = [row("sequential", ref, ref, N * K)]
-    for name in pitsolve.jacobians.REGISTRY:
-        rows.append(run_strategy(system, ref, name, args.tol, args.window, args.repeats, guard))
+    rows = [row("sequential", ref, ref, N * system.steps_per_interval)]
+    names = list(pitsolve.jacobians.REGISTRY) if args.jacobian == "all" else [args.jacobian]
+    for name in names:
+        rows.append(run_strategy(system, ref, name, args.tol, window, args.repeats, guard, args.stopping))
     print(format_table(rows))
     for r in rows:
         if not r["converged"]:
             print(f"note: {r['strategy']} did not converge ({r['status']}); its row is the partial solve.")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    png = args.out / "convergence.png"
+    args.output.mkdir(parents=True, exist_ok=True)
+    png = args.output / "convergence.png"
     plot(rows[1:], torch.finfo(dtype).eps / 10, png, title)
-    settings = {"n_intervals": N, "substeps": K, "window": args.window, "t_end": args.t_end, "tol": args.tol,
-                "dtype": args.dtype, "repeats": args.repeats, "guard": record.guard_setting(guard)}
+    func, y0 = _absolute(args.func, "func"), _absolute(args.y0, "y0")
+    example = None if args.func else str(args.example)
+    settings = {"example": example, "func": func, "y0": y0, "t0": args.t0, "t_end": args.t_end,
+                "method": args.method, "intervals": N, "substeps": K, "window": window, "tol": args.tol,
+                "stopping": args.stopping, "jacobian": args.jacobian, "dtype": args.dtype, "device": args.device,
+                "repeats": args.repeats, "guard": record.guard_setting(guard)}
+    command = record.command("solve", args, add_arguments, example=example, func=func, y0=y0)
     stats = finite_or_null({
-        **record.header(record.command("solve", args, add_arguments), device="cpu", seed=None, settings=settings),
+        **record.header(command, device=args.device, seed=None, settings=settings),
         "problem": {
-            "name": "van_der_pol", "mu": MU, "y0": list(Y0), "t_end": args.t_end, "method": "rk4",
-            "n_intervals": N, "substeps": K, "tol": args.tol, "window": args.window, "dtype": args.dtype,
-            "repeats": args.repeats,
+            **problem.record, **y0_record(problem.y0), "t0": args.t0, "t_end": args.t_end, "method": args.method,
+            "n_intervals": N, "substeps": K, "tol": args.tol, "stopping": args.stopping, "window": window,
+            "dtype": args.dtype, "repeats": args.repeats,
         },
         "rows": rows,
     })
-    json_path = args.out / "stats.json"
+    json_path = args.output / "stats.json"
     json_path.write_text(json.dumps(stats, indent=2, allow_nan=False))
     print(f"convergence plot: {png}")
     print(f"table as JSON:    {json_path}")

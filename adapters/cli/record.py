@@ -20,6 +20,8 @@ import torch
 
 import pitsolve
 
+from .options import DeprecatedAlias
+
 __all__ = ["command", "header", "guard", "guard_setting", "guard_fields"]
 
 
@@ -28,13 +30,13 @@ def command(cmd: str, args: argparse.Namespace, add_arguments: Callable, **value
 
     ``values`` overrides a value by its ``dest`` (e.g. the model path made absolute).  Flags without a
     value (``--no-progress``, ``--no-guard``) appear when set; options whose value is ``None`` (their
-    default meaning "none" or "all") are left out.
+    default meaning "none" or "all") are left out, and so are the deprecated spellings.
     """
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     argv = ["pitsolve", cmd]
     for action in parser._actions:  # argparse keeps no public list of a parser's options
-        if not action.option_strings:
+        if not action.option_strings or isinstance(action, DeprecatedAlias):  # old spellings are not recorded
             continue
         flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
         value = values.get(action.dest, getattr(args, action.dest, action.default))

@@ -7,7 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List
 
 import torch
 
@@ -17,7 +17,7 @@ from pitsolve import InputValueError
 from ..diffusers.sampling import DEFAULT_TOL, build_system
 from ..diffusion.init import PosteriorInit
 from .. import plots
-from . import checks, record
+from . import checks, options, record
 from .models import DEFAULT_STEPS, SCHEDULERS, config_dict, load_model, make_scheduler, sampler_help, weights_digest
 from .table import format_table
 
@@ -25,6 +25,16 @@ __all__ = ["add_parser", "add_arguments", "run"]
 
 #: The largest seed torch.Generator.manual_seed takes.
 MAX_SEED = 2**64 - 1
+
+#: The defaults of the parallel solve of ``pitsolve sample``, all in this one place (docs/cli.md lists them).
+DEFAULTS = {
+    "window": 32,
+    "tol": DEFAULT_TOL,
+    "stopping": "error",
+    "scale_floor": 1.0,
+    "preconditioning_steps": 1,
+    "jacobian": "identity",
+}
 
 DESCRIPTION = """\
 Sample a diffusion model twice with the same noise: with the sequential
@@ -50,49 +60,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``pitsolve sample``."""
+    """The options of ``pitsolve sample``: the shared vocabulary (:mod:`.options`) at :data:`DEFAULTS`, and its own."""
     p.add_argument("--model", default=None, metavar="PATH",
                    help="a Diffusers DDPMPipeline or UNet2DModel folder (default: the bundled digits DDPM)")
     p.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddpm", help=sampler_help())
     p.add_argument("--steps", type=int, default=None, metavar="T",
                    help="sampling steps (default: the sampler's, listed under --scheduler)")
-    p.add_argument("--intervals", "-N", type=int, default=None, metavar="N",
-                   help="subintervals of the T steps solved as unknowns (default: T)")
-    p.add_argument("--window", type=_window, default=32, metavar="P",
-                   help="points iterated at once; 0 for all N; 'auto' times the model at widths 1, 2, 4, ... "
-                        "and picks the fastest predicted solve (default: 32)")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL,
-                   help=f"tolerance on the error against the sequential sample (default: {DEFAULT_TOL})")
-    p.add_argument("--stopping", choices=("error", "eq14"), default="error",
-                   help="acceptance rule: 'error' bounds the error vs the sequential sample, 'eq14' is the "
-                        "paper's per-point change test (default: error)")
-    p.add_argument("--scale-floor", type=float, default=1.0, metavar="C",
+    options.add(p, "intervals", None, shown="T")
+    options.add(p, "window", DEFAULTS["window"])
+    options.add(p, "tol", DEFAULTS["tol"])
+    options.add(p, "stopping", DEFAULTS["stopping"])
+    p.add_argument("--scale-floor", type=float, default=DEFAULTS["scale_floor"], metavar="C",
                    help="measure errors relative to max(sigma_t, C); 1 = the data scale, so tol is the "
-                        "final sample's relative error (default: 1)")
-    p.add_argument("--preconditioning-steps", "-M", type=int, default=1, metavar="M",
-                   help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start (default: 1)")
-    p.add_argument("--jacobian", choices=sorted(pitsolve.jacobians.REGISTRY), default="identity",
-                   help="Jacobian strategy of the parallel solve (default: identity = ParaSolver)")
-    p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="run the strategy bare, without pitsolve.Guard's fallbacks and depth budget (default: guarded)")
+                        f"final sample's relative error (default: {DEFAULTS['scale_floor']:g})")
+    p.add_argument("--preconditioning-steps", "-M", type=int, default=DEFAULTS["preconditioning_steps"], metavar="M",
+                   help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start "
+                        f"(default: {DEFAULTS['preconditioning_steps']})")
+    options.add(p, "jacobian", DEFAULTS["jacobian"], shown=f"{DEFAULTS['jacobian']}; identity is ParaSolver's update")
+    options.add(p, "guard")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
     p.add_argument("--num-images", type=int, default=16, help="images per run (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise generator (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    options.add(p, "seed", 0)
+    options.add(p, "device", "cpu")
     p.add_argument("--max-batch", type=int, default=None, help="cap on rows per model call (default: none)")
-    p.add_argument("--output", "-o", type=Path, default=Path("outputs/sample"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add(p, "output", Path("outputs/sample"))
+    options.add(p, "progress")
     return p
-
-
-def _window(text: str) -> Union[int, str]:
-    """``--window``: an int, or ``auto`` (``pitsolve.solve(window="auto")``)."""
-    if text == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither an int >= 0 (0 = all N) nor 'auto'") from None
 
 
 def _check(args) -> None:
@@ -100,8 +93,7 @@ def _check(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputValueError(f"--{name.replace('_', '-')}={value} must be >= 1.")
-    if args.window != "auto" and args.window < 0:
-        raise InputValueError(f"--window={args.window} must be >= 0 (0 = all N).")
+    options.check_window(args.window)
     if args.preconditioning_steps < 0:
         raise InputValueError(f"--preconditioning-steps={args.preconditioning_steps} must be >= 0.")
     checks.tolerance(args.tol)
@@ -137,7 +129,7 @@ def run(args) -> Dict:
              "scheduler_config": config_dict(base)}
     unet = unet.to(args.device).eval()
     scheduler = make_scheduler(args.scheduler, base)
-    window = "auto" if args.window == "auto" else None if args.window == 0 else min(args.window, N)
+    window = options.resolve_window(args.window, N)
     warm_rows = 1 if window == "auto" else (window or N)  # the tuner warms up its own widths
     shape = (args.num_images, unet.config.in_channels, *_size(unet.config.sample_size))
 
