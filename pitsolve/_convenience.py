@@ -47,7 +47,7 @@ def odeint(
 
     The call shape is torchdiffeq's, default method included (``dopri5``):
 
-    * adaptive methods (``dopri5``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``)
+    * adaptive methods (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``)
       integrate each interval ``[t[n], t[n+1]]`` with their own step control
       per point; ``rtol``/``atol`` are the integration tolerances and
       ``options`` takes ``first_step``, ``safety``, ``ifactor``, ``dfactor``

@@ -60,7 +60,7 @@ class ODESystem(BandedSystem):
             and its old name ``fixed_adams``), whose history of ``f``
             evaluations travels in the state (:mod:`pitsolve._multistep`), or
             an adaptive embedded pair (:data:`ADAPTIVE_METHODS`: ``dopri5``,
-            ``bosh3``, ``fehlberg2``, ``adaptive_heun``) that integrates each
+            ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) that integrates each
             interval with its own step control per row
             (:mod:`pitsolve._adaptive`; docs/odes.md).
         substeps: fine steps per interval (K); the fine grid has N·K steps.
@@ -110,7 +110,7 @@ class ODESystem(BandedSystem):
             raise InputValueError(
                 f"method={method!r} is not a method pitsolve integrates per interval; choose a fixed-grid "
                 f"one-step method {list(FIXED_GRID_METHODS)}, a multistep one {list(MULTISTEP_METHODS)} or an "
-                f"adaptive one {list(ADAPTIVE_METHODS)} (dopri8 is not implemented: use dopri5)."
+                f"adaptive one {list(ADAPTIVE_METHODS)}."
             )
         self.method = method
         self.adaptive = method in ADAPTIVE_METHODS

@@ -10,7 +10,7 @@ import pitsolve
 from pitsolve.jacobians import REGISTRY
 
 F64 = torch.float64
-METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8")
 
 
 def vdp(t, y):
@@ -39,6 +39,24 @@ def test_accuracy_per_tolerance_is_torchdiffeqs(report, reference, method, rtol)
     theirs = torchdiffeq.odeint(vdp, Y0, T, method=method, rtol=rtol, atol=atol)
     e_ours, e_theirs = float((ours - reference).abs().max()), float((theirs - reference).abs().max())
     report(f"{method} rtol={rtol:.0e}: error {e_ours:.1e} (torchdiffeq {e_theirs:.1e}, ratio {e_ours / e_theirs:.2f})")
+    assert e_ours <= 3 * e_theirs
+
+
+@pytest.mark.parametrize("rtol", [1e-4, 1e-6, 1e-8])
+def test_dopri8_is_as_accurate_as_torchdiffeqs_stepping_onto_the_outputs(report, reference, rtol):
+    """dopri8 against torchdiffeq's dopri8 forced to step onto ``t`` (``step_t=t``: no interpolation).
+
+    torchdiffeq's default dopri8 steps past an output time and evaluates a lower-order interpolant
+    there, whose error dominates (1.7e-5 at rtol=1e-8 here), so the like-for-like comparison is the
+    one without interpolation, as pitsolve ends each interval exactly on ``t_{n+1}``.  The 1e-12
+    dopri5 reference is 1.1e-11 from SciPy's DOP853 at rtol=1e-13, far below the errors compared.
+    """
+    atol = rtol * 1e-2
+    ours = pitsolve.sequential(pitsolve.ODESystem(vdp, Y0, T, method="dopri8", rtol=rtol, atol=atol)).ys
+    theirs = torchdiffeq.odeint(vdp, Y0, T, method="dopri8", rtol=rtol, atol=atol, options=dict(step_t=T))
+    e_ours, e_theirs = float((ours - reference).abs().max()), float((theirs - reference).abs().max())
+    report(f"dopri8 rtol={rtol:.0e}: error {e_ours:.1e} (torchdiffeq with step_t=t {e_theirs:.1e}, "
+           f"ratio {e_ours / e_theirs:.2f})")
     assert e_ours <= 3 * e_theirs
 
 
@@ -104,7 +122,7 @@ def test_odeint_has_torchdiffeqs_call_shape_and_default_method(reference):
         (dict(rtol=0.0, atol=0.0), pitsolve.InputValueError, "both are 0"),
         (dict(options=dict(max_num_steps=0)), pitsolve.InputValueError, "max_num_steps=0"),
         (dict(options=[("first_step", 1)]), pitsolve.InputTypeError, "is not a dict"),
-        (dict(method="dopri8"), pitsolve.InputValueError, "method='dopri8'"),
+        (dict(method="scipy_solver"), pitsolve.InputValueError, "method='scipy_solver'"),
     ],
 )
 def test_bad_options_are_named(kwargs, kind, match):

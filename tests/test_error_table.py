@@ -387,9 +387,9 @@ case("system-steps-nonpositive", "core", InputValueError,
 case("not-a-system", "core", InputTypeError, r"system is a str; pass a pitsolve\.BandedSystem such as ODESystem")(
     lambda tmp: pitsolve.solve("abc"))
 case("ode-method-unknown", "core", InputValueError,
-     r"method='dopri8' is not a method pitsolve integrates per interval; choose a fixed-grid .*'rk4'.*"
-     r"a multistep one \['explicit_adams'.* or an adaptive one \[.*'dopri5'.*use dopri5")(
-    lambda tmp: ODESystem(decay, ones(), grid(), method="dopri8"))
+     r"method='scipy_solver' is not a method pitsolve integrates per interval; choose a fixed-grid .*'rk4'.*"
+     r"a multistep one \['explicit_adams'.* or an adaptive one \[.*'dopri5'.*'dopri8'")(
+    lambda tmp: ODESystem(decay, ones(), grid(), method="scipy_solver"))
 case("adams-max-order", "core", InputValueError,
      r"options\['max_order'\]=13 is outside 4\.\.12: .*pass 4 <= max_order <= 12, or method='rk4'")(
     lambda tmp: ODESystem(decay, ones(), grid(), method="explicit_adams", options=dict(max_order=13)))
