@@ -32,6 +32,7 @@ from ._execution import ExecutionStats, Executor, LocalExecutor, MultiDeviceExec
 from ._guard import Fallback, Guard
 from ._ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, MULTISTEP_METHODS, ODESystem
 from ._sde import SDE_ALL_METHODS, SDE_METHODS, SDESystem
+from ._sde_adjoint import sdeint_adjoint
 from ._solution import Iteration, Solution, Status
 from ._solver import sequential, solve
 from ._state import StateSpec
@@ -56,6 +57,7 @@ __all__ = [
     "odeint_adjoint",
     "AdjointStats",
     "sdeint",
+    "sdeint_adjoint",
     "jacobians",
     "initializers",
     "distributed",

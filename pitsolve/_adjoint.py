@@ -10,6 +10,10 @@ by :func:`~pitsolve.solve` with any strategy, then the parameter gradient
 ``Σ_n (∂Φ_n/∂θ)^T λ_{n+1}`` in batched calls of at most ``adjoint_window``
 intervals.  Each call recomputes its ``Φ_n`` and frees the graph, so the
 graph memory is bounded by the window, not by N or the sweeps.
+
+:func:`make_plan` and :func:`parallel_adjoint` do this for any banded
+system; :func:`~pitsolve.sdeint_adjoint` (``pitsolve/_sde_adjoint.py``) uses
+them for SDEs.
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from ._adjoint_system import AdjointSystem, vjp
 from ._convenience import ode_system
 from ._errors import ConvergenceError, InputTypeError, InputValueError
 from ._grid import check_positive_int, check_tolerance
-from ._ode import ODESystem
+from ._system import BandedSystem
 from ._solution import Solution
 from ._solver import DEFAULT_TOL, solve
 from ._state import State, _map
 
-__all__ = ["odeint_adjoint", "AdjointStats"]
+__all__ = ["odeint_adjoint", "AdjointStats", "make_plan", "parallel_adjoint"]
 
 #: The largest state size for which the adjoint solve defaults to the exact scan (``"dense"``).
 DENSE_MAX = 16
@@ -136,40 +140,58 @@ def odeint_adjoint(
             "t.detach(), or use pitsolve.odeint and backpropagate through the solve."
         )
     params = _adjoint_params(func, adjoint_params)
-    if stats is not None and not isinstance(stats, AdjointStats):
-        raise InputTypeError(f"stats is a {type(stats).__name__}; pass a pitsolve.AdjointStats() or None.")
     detached = _map(lambda p: p.detach() if isinstance(p, torch.Tensor) else p, y0)
     with torch.no_grad():
         system = ode_system(func, detached, t, rtol=rtol, atol=atol, method=method, options=options,
                             substeps=substeps, batched_func=batched_func, func_dtype=func_dtype)
-    N = system.num_intervals
-    window_b = window if adjoint_window is None else check_positive_int(adjoint_window, "adjoint_window")
-    if isinstance(window_b, int) and window_b > N:
-        raise InputValueError(f"adjoint_window={window_b} is larger than N={N} intervals; pass at most N or None.")
-    if adjoint_jacobian is None:
-        adjoint_jacobian = "dense" if system.spec.size <= DENSE_MAX else "identity"
-    adjoint_jacobian = _jacobians.get(adjoint_jacobian)  # checked now, not in the backward pass
-    adjoint_tol = tol if adjoint_tol is None else check_tolerance(adjoint_tol, "adjoint_tol")
-    plan = _Plan(system=system, forward=dict(jacobian=jacobian, window=window, tol=tol, max_iters=max_iters,
-                                             init=init, guard=guard, stopping=stopping, progress=progress),
-                 backward=dict(jacobian=adjoint_jacobian, window=window_b, tol=adjoint_tol,
-                               guard=guard, stopping=stopping, progress=progress),
-                 params=params, stats=stats if stats is not None else AdjointStats())
-    parts = y0 if isinstance(y0, tuple) else (y0,)
-    flat = _OdeintAdjoint.apply(plan, *parts, *params)
-    return system.spec.trajectory(flat)
+    plan = make_plan(system, "odeint_adjoint", params, stats,
+                     forward=dict(jacobian=jacobian, window=window, tol=tol, max_iters=max_iters, init=init,
+                                  guard=guard, stopping=stopping, progress=progress),
+                     adjoint_jacobian=adjoint_jacobian, adjoint_window=adjoint_window, adjoint_tol=adjoint_tol)
+    return system.spec.trajectory(parallel_adjoint(plan, y0))
 
 
 @dataclass
 class _Plan:
-    system: ODESystem
+    system: BandedSystem
+    name: str  # the public function, for messages
     forward: dict
     backward: dict
     params: Tuple[torch.Tensor, ...]
     stats: AdjointStats
 
 
-class _OdeintAdjoint(torch.autograd.Function):
+def make_plan(system: BandedSystem, name: str, params: Tuple[torch.Tensor, ...], stats: Optional[AdjointStats], *,
+              forward: dict, adjoint_jacobian, adjoint_window: Optional[int], adjoint_tol: Optional[float]) -> _Plan:
+    """Both solves' options, checked now (not in the backward pass); ``forward`` holds :func:`~pitsolve.solve`'s."""
+    if stats is not None and not isinstance(stats, AdjointStats):
+        raise InputTypeError(f"stats is a {type(stats).__name__}; pass a pitsolve.AdjointStats() or None.")
+    N = system.num_intervals
+    window = forward["window"]
+    window_b = window if adjoint_window is None else check_positive_int(adjoint_window, "adjoint_window")
+    if isinstance(window_b, int) and window_b > N:
+        raise InputValueError(f"adjoint_window={window_b} is larger than N={N} intervals; pass at most N or None.")
+    if adjoint_jacobian is None:
+        adjoint_jacobian = "dense" if system.spec.size <= DENSE_MAX else "identity"
+    adjoint_jacobian = _jacobians.get(adjoint_jacobian)
+    adjoint_tol = forward["tol"] if adjoint_tol is None else check_tolerance(adjoint_tol, "adjoint_tol")
+    backward = dict(jacobian=adjoint_jacobian, window=window_b, tol=adjoint_tol, guard=forward.get("guard", True),
+                    stopping=forward.get("stopping", "error"), progress=forward.get("progress", False))
+    return _Plan(system=system, name=name, forward=forward, backward=backward, params=params,
+                 stats=stats if stats is not None else AdjointStats())
+
+
+def parallel_adjoint(plan: _Plan, x0: State) -> torch.Tensor:
+    """The flat trajectory ``[N+1, D]`` of ``plan.system``, differentiable in ``x0`` and ``plan.params``.
+
+    ``x0`` is the system's initial state (its values), carrying the graph
+    to the user's inputs; the backward pass returns ``∂L/∂X_0 = λ_0`` for it.
+    """
+    parts = x0 if isinstance(x0, tuple) else (x0,)
+    return _ParallelAdjoint.apply(plan, *parts, *plan.params)
+
+
+class _ParallelAdjoint(torch.autograd.Function):
     """Forward: the parallel solve, no graph.  Backward: the parallel adjoint solve and the parameter sum."""
 
     @staticmethod
@@ -195,7 +217,7 @@ class _OdeintAdjoint(torch.autograd.Function):
         except ConvergenceError as err:
             reason = str(err).replace(" (pass throw=False to get the partial Solution)", "")
             raise type(err)(
-                f"the adjoint solve of odeint_adjoint's backward pass failed: {reason}.  For the adjoint: "
+                f"the adjoint solve of {plan.name}'s backward pass failed: {reason}.  For the adjoint: "
                 "adjoint_jacobian='dense' is exact (two sweeps per window, certified) for states of up to a few "
                 "dozen entries; otherwise loosen adjoint_tol or shrink adjoint_window.", err.solution) from None
         lam = solution.ys.flip(0)  # λ_0 … λ_N (the adjoint solve runs from λ_N)
@@ -215,13 +237,13 @@ class _OdeintAdjoint(torch.autograd.Function):
         return (None, *y0_grads, *param_grads)
 
 
-def _adjoint_params(func: Callable, adjoint_params) -> Tuple[torch.Tensor, ...]:
+def _adjoint_params(func: Callable, adjoint_params, name: str = "func") -> Tuple[torch.Tensor, ...]:
     """The tensors to differentiate: ``adjoint_params`` (checked) or ``func.parameters()``; those requiring grad, once each."""
     if adjoint_params is None:
         if not isinstance(func, torch.nn.Module):
             raise InputTypeError(
-                f"func is a {type(func).__name__}, not an nn.Module, so its parameters are unknown; pass "
-                "adjoint_params=(tensor, ...) with the tensors func uses, or make func an nn.Module."
+                f"{name} is a {type(func).__name__}, not an nn.Module, so its parameters are unknown; pass "
+                f"adjoint_params=(tensor, ...) with the tensors {name} uses, or make {name} an nn.Module."
             )
         candidates = tuple(func.parameters())
     else:
@@ -235,7 +257,7 @@ def _adjoint_params(func: Callable, adjoint_params) -> Tuple[torch.Tensor, ...]:
             if not isinstance(p, torch.Tensor):
                 raise InputTypeError(
                     f"adjoint_params[{i}] is a {type(p).__name__}, not a torch.Tensor; pass only the tensors "
-                    "func uses, e.g. adjoint_params=tuple(model.parameters())."
+                    f"{name} uses, e.g. adjoint_params=tuple(model.parameters())."
                 )
     seen, out = set(), []
     for p in candidates:

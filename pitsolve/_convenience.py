@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional
 
 import torch
 
@@ -13,7 +13,7 @@ from ._sde import SDESystem
 from ._solver import DEFAULT_TOL, solve
 from ._state import State
 
-__all__ = ["odeint", "sdeint"]
+__all__ = ["odeint", "sdeint", "sde_system", "sde_returns"]
 
 
 #: torchdiffeq's fixed-grid ``options`` and what pitsolve does with them.
@@ -126,9 +126,16 @@ def sdeint(
     method: Optional[str] = "euler",
     dt: Optional[float] = None,
     adaptive: bool = False,
-    *,
+    rtol: float = 1.0,
+    atol: float = 1.0,
+    dt_min: Optional[float] = None,
+    options: Optional[dict] = None,
     names: Optional[dict] = None,
     logqp: bool = False,
+    extra: bool = False,
+    extra_solver_state: Optional[tuple] = None,
+    *,
+    adjoint: bool = False,
     substeps: Optional[int] = None,
     seed: int = 0,
     jacobian="identity",
@@ -136,11 +143,9 @@ def sdeint(
     tol: float = DEFAULT_TOL,
     max_iters: Optional[int] = None,
     init=None,
-    atol: float = 1.0,
-    rtol: float = 1.0,
     progress: bool = False,
-) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-    """``torchsde.sdeint(sde, y0, ts, bm, method, dt, names=names, logqp=logqp)``, solved in parallel.
+):
+    """``torchsde.sdeint(sde, y0, ts, bm, method, dt, ...)`` with torchsde's arguments, solved in parallel.
 
     * ``bm``: a torchsde Brownian motion (``BrownianInterval``,
       ``BrownianTree``, ``BrownianPath``…); its increments on the steps of
@@ -153,16 +158,45 @@ def sdeint(
       there, ``midpoint`` for Stratonovich).  pitsolve's default stays ``"euler"``.
     * ``dt`` must divide every interval of ``ts`` (it sets ``substeps``);
       give ``substeps`` instead for a fixed number of steps per interval.
-    * ``adaptive=True`` is refused (a typed error says why); ``ts`` must
-      increase, as torchsde requires; a list of floats is accepted.
+    * ``adaptive=True`` and ``dt_min`` (which only bounds adaptive steps) are
+      refused with typed errors that say why; ``ts`` must increase, as
+      torchsde requires; a list of floats is accepted.
+    * ``rtol``/``atol``: the scale of the parallel solve's stopping rule
+      (:class:`~pitsolve.SDESystem`; torchsde reads them only with
+      ``adaptive=True``).
+    * ``options``: torchsde's method options; ``grad_free`` (``milstein``).
     * ``names``, ``logqp`` as in torchsde: with ``logqp=True`` the return is
       ``(ys, log_ratio)``, ``log_ratio`` of shape ``[len(ts) − 1, batch]``.
+    * ``extra=True`` appends torchsde's solver state at ``ts[-1]`` to the
+      return (``()``, or ``(f, g, z)`` for ``reversible_heun``), and
+      ``extra_solver_state`` starts from one (:class:`~pitsolve.SDESystem`).
+    * ``adjoint=True``: :func:`~pitsolve.sdeint_adjoint` with its defaults
+      (the parallel discrete adjoint; gradients for ``y0`` and the sde's parameters).
 
-    ``atol``/``rtol`` are the scale of the parallel solve's stopping rule
-    (:class:`~pitsolve.SDESystem`), not step-size tolerances.  Returns
-    ``[len(ts), batch, d]``.  Gradients flow to the sde's parameters as
-    through ``torchsde.sdeint``.
+    Returns ``[len(ts), batch, d]`` (tuples as described).  Gradients flow to
+    the sde's parameters as through ``torchsde.sdeint``.
     """
+    if adjoint is not False:
+        if adjoint is not True:
+            raise InputTypeError(f"adjoint={adjoint!r} must be True or False.")
+        from ._sde_adjoint import sdeint_adjoint
+
+        return sdeint_adjoint(sde, y0, ts, bm, method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol,
+                              dt_min=dt_min, options=options, names=names, logqp=logqp, extra=extra,
+                              extra_solver_state=extra_solver_state, substeps=substeps, seed=seed, jacobian=jacobian,
+                              window=window, tol=tol, max_iters=max_iters, init=init, progress=progress)
+    system = sde_system(sde, y0, ts, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol,
+                        dt_min=dt_min, options=options, names=names, logqp=logqp, extra=extra,
+                        extra_solver_state=extra_solver_state, substeps=substeps, seed=seed)
+    ys = solve(system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress).ys
+    return sde_returns(system, ys, extra)
+
+
+def sde_system(sde, y0: torch.Tensor, ts, *, bm, method: Optional[str], dt: Optional[float], adaptive: bool,
+               rtol: float, atol: float, dt_min: Optional[float], options: Optional[dict], names: Optional[dict],
+               logqp: bool, extra: bool, extra_solver_state: Optional[tuple], substeps: Optional[int],
+               seed: int) -> SDESystem:
+    """The :class:`~pitsolve.SDESystem` of :func:`sdeint`'s arguments, with torchsde's refusals typed."""
     if adaptive is not False:
         if adaptive is True:
             raise InputValueError(
@@ -172,16 +206,31 @@ def sdeint(
                 "would not reproduce torchsde's; pass a fixed dt that divides the intervals of ts (adaptive=False)."
             )
         raise InputTypeError(f"adaptive={adaptive!r} must be False (adaptive SDE stepping is not supported).")
+    if dt_min is not None:
+        raise InputValueError(
+            f"dt_min={dt_min!r} bounds the steps of adaptive stepping, which pitsolve does not do: every step is dt "
+            "(torchsde ignores dt_min without adaptive=True too); drop dt_min."
+        )
+    if not isinstance(extra, bool):
+        raise InputTypeError(f"extra={extra!r} must be True or False.")
     if isinstance(ts, (list, tuple)) and isinstance(y0, torch.Tensor):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts):
             raise InputTypeError(f"ts={ts!r} must be a 1-D tensor or a list of floats, as torchsde takes.")
         ts = torch.tensor(ts, dtype=y0.dtype, device=y0.device)
     substeps = _substeps_from_dt(ts, dt, substeps)
-    system = SDESystem(
-        sde, y0, ts, method=method, substeps=substeps, seed=seed, bm=bm, logqp=logqp, names=names, atol=atol, rtol=rtol
+    return SDESystem(
+        sde, y0, ts, method=method, substeps=substeps, seed=seed, bm=bm, logqp=logqp, names=names, atol=atol,
+        rtol=rtol, options=options, extra_solver_state=extra_solver_state,
     )
-    ys = solve(system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress).ys
-    return system.outputs(ys)
+
+
+def sde_returns(system: SDESystem, ys: torch.Tensor, extra: bool):
+    """What ``torchsde.sdeint`` returns for ``ys``: ``ys`` (``, log_ratio``) (``, extra_solver_state``)."""
+    out = system.outputs(ys)
+    if not extra:
+        return out
+    state = system.extra_state(ys)
+    return (*out, state) if isinstance(out, tuple) else (out, state)
 
 
 def _substeps_from_dt(ts, dt, substeps, name: str = "dt") -> int:

@@ -16,6 +16,7 @@ from ._brownian import GridBrownian, Noise
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
 from ._grid import as_integer, check_grid, check_positive_int, check_tolerances
+from ._sde_extra import check_extra_state, check_options, final_extra_state
 from ._sde_views import renamed, with_logqp
 from ._state import StateSpec
 from ._system import BandedSystem
@@ -105,6 +106,8 @@ class SDESystem(BandedSystem):
         names: Optional[dict] = None,
         atol: float = 1.0,
         rtol: float = 1.0,
+        options: Optional[dict] = None,
+        extra_solver_state: Optional[tuple] = None,
     ):
         view = renamed(sde, names)
         for attr in ("noise_type", "sde_type"):
@@ -143,6 +146,8 @@ class SDESystem(BandedSystem):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputValueError(f"seed={seed!r} must be a non-negative int.")
         self.sde, self.method, self.seed, self.names, self.logqp = sde, method, seed, names, logqp
+        #: torchsde's method options, passed to its solver (``grad_free`` for ``milstein``).
+        self.options = check_options(options, method)
         self._core = core
         self.substeps = check_positive_int(substeps, "substeps")
         self.atol, self.rtol = check_tolerances(atol, rtol)
@@ -150,8 +155,8 @@ class SDESystem(BandedSystem):
         self._d = y0.shape[1]
         #: The dimension torchsde integrates: d, plus the log-ratio column with logqp.
         self._sde_dim = self._d + int(logqp)
-        x0 = torch.cat([y0, torch.zeros_like(y0[:, :1])], dim=1) if logqp else y0
-        self._x0 = torch.cat([x0, x0], dim=1) if method == "reversible_heun" else x0
+        z0 = check_extra_state(extra_solver_state, method, core, self.t[0], y0, self._sde_dim)
+        self._x0 = self.initial_state_of(y0, z0)
         self._spec = StateSpec.of(self._x0, "y0")
         self._noise_channels = self._infer_noise_channels()
         #: Methods of ``sde`` that vmap cannot batch (e.g. ``float(t)``): called once per interval instead.
@@ -167,6 +172,16 @@ class SDESystem(BandedSystem):
     @property
     def initial_state(self) -> torch.Tensor:
         return self._x0
+
+    def initial_state_of(self, y0: torch.Tensor, z0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The state ``X_0`` of ``y0``: ``[y0 (, L = 0)]``, then ``reversible_heun``'s ``z_0`` (``z0``, default that).
+
+        Differentiable in ``y0`` and ``z0`` (the parallel adjoint chains ``∂L/∂X_0`` back through it).
+        """
+        x0 = torch.cat([y0, torch.zeros_like(y0[:, :1])], dim=1) if self.logqp else y0
+        if self.method != "reversible_heun":
+            return x0
+        return torch.cat([x0, x0 if z0 is None else z0], dim=1)
 
     @property
     def num_intervals(self) -> int:
@@ -210,7 +225,7 @@ class SDESystem(BandedSystem):
             )
             out = torch.cat([ys[-1], z1], dim=1)
         else:
-            out = torchsde.sdeint(rescaled, x, ends, bm=path, method=self.method, dt=step)[-1]
+            out = torchsde.sdeint(rescaled, x, ends, bm=path, method=self.method, dt=step, options=self.options)[-1]
         out = out.reshape(B, batch, D)
         # Milstein (and log-ODE) differentiate g internally, so their result carries a graph even
         # when neither the states nor the sde's parameters need one; detach it then, or graphs
@@ -235,6 +250,14 @@ class SDESystem(BandedSystem):
         L = ys[..., self._d]
         return y, L[1:] - L[:-1]
 
+    def extra_state(self, ys: torch.Tensor) -> tuple:
+        """torchsde's ``extra_solver_state`` at ``t[-1]`` of ``ys``: ``()``, or ``(f, g, z)`` for ``reversible_heun``.
+
+        Pass it as ``extra_solver_state`` to a solve starting at ``t[-1]`` to continue this one.
+        """
+        z = ys[-1, :, self._sde_dim:] if self.method == "reversible_heun" else None
+        return final_extra_state(self.method, self._core, self.t[-1], z)
+
     def to(self, device) -> "SDESystem":
         """A replica on ``device``: ``y0``, ``t`` and the fixed path moved, ``sde`` moved if it is an ``nn.Module``.
 
@@ -256,6 +279,7 @@ class SDESystem(BandedSystem):
             "seed": str(self.seed),
             "bm": "none" if self._path is None else digest(self._path.W),
             "logqp, names": f"{self.logqp}, {sorted(self.names.items()) if self.names else None}",
+            "options": repr(sorted(self.options.items())),
             "atol, rtol": f"{self.atol!r}, {self.rtol!r}",
             "sde": f"{digest(self.sde)} ({self._core.noise_type}, {self._core.sde_type})",
         }

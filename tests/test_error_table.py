@@ -520,6 +520,69 @@ case("adjoint-window-larger-than-n", "core", InputValueError,
      r"adjoint_window=99 is larger than N=8 intervals; pass at most N or None")(
     lambda tmp: adjoint(adjoint_window=99))
 
+
+def sde_call(**kwargs):
+    options = dict(dt=0.0625)
+    options.update(kwargs)
+    return pitsolve.sdeint(options.pop("sde", OU()), ones(2, 3), grid(), **options)
+
+
+def strat():
+    sde = OU()
+    sde.sde_type = "stratonovich"
+    return sde
+
+
+case("sdeint-dt-min", "core", InputValueError,
+     r"dt_min=1e-05 bounds the steps of adaptive stepping, which pitsolve does not do: every step is dt.*drop dt_min")(
+    lambda tmp: sde_call(dt_min=1e-5))
+case("sdeint-extra-not-bool", "core", InputTypeError, r"extra=1 must be True or False")(
+    lambda tmp: sde_call(extra=1))
+case("sdeint-adjoint-not-bool", "core", InputTypeError, r"adjoint='yes' must be True or False")(
+    lambda tmp: sde_call(adjoint="yes"))
+case("sde-options-not-dict", "core", InputTypeError,
+     r"options=\['grad_free'\] is not a dict; pass e\.g\. options=dict\(grad_free=True\) or None")(
+    lambda tmp: sde_call(options=["grad_free"]))
+case("sde-options-unknown", "core", InputValueError,
+     r"options \['trapezoidal'\] are not torchsde method options pitsolve knows; the one torchsde defines is "
+     r"'grad_free'.*Drop the others")(
+    lambda tmp: sde_call(options=dict(trapezoidal=True)))
+case("sde-options-method", "core", InputValueError,
+     r"options\['grad_free'\] applies to method='milstein' only, not method='euler'; drop it or pass "
+     r"method='milstein'")(
+    lambda tmp: sde_call(options=dict(grad_free=True)))
+case("sde-options-value", "core", InputTypeError, r"options\['grad_free'\]=1 must be True or False")(
+    lambda tmp: sde_call(method="milstein", options=dict(grad_free=1)))
+case("sde-extra-state-type", "core", InputTypeError,
+     r"extra_solver_state is a Tensor; pass the tuple that sdeint\(\.\.\., extra=True\) returned")(
+    lambda tmp: sde_call(extra_solver_state=torch.zeros(3)))
+case("sde-extra-state-not-empty", "core", InputValueError,
+     r"extra_solver_state has 1 entries, but method='euler' carries no state from step to step.*pass \(\) or None")(
+    lambda tmp: sde_call(extra_solver_state=(torch.zeros(3),)))
+case("sde-extra-state-entries", "core", InputValueError,
+     r"extra_solver_state has 2 entries; reversible_heun's is the tuple \(f, g, z\)")(
+    lambda tmp: sde_call(sde=strat(), method="reversible_heun", extra_solver_state=(ones(2, 3), ones(2, 3))))
+case("sde-extra-state-z", "core", InputValueError,
+     r"extra_solver_state's z has shape \(2, 2\), dtype torch\.float64 on cpu; reversible_heun needs shape \(2, 3\)")(
+    lambda tmp: sde_call(sde=strat(), method="reversible_heun",
+                         extra_solver_state=(ones(2, 3), ones(2, 3), ones(2, 2))))
+case("sde-extra-state-inconsistent", "core", InputValueError,
+     r"extra_solver_state's \(f, g\) differ from sde\.f_and_g\(ts\[0\], z\) by .*\(relative\); pitsolve recomputes "
+     r"f and g from z.*sdeint\(\.\.\., extra=True\)")(
+    lambda tmp: sde_call(sde=strat(), method="reversible_heun",
+                         extra_solver_state=(ones(2, 3), ones(2, 3), ones(2, 3))))
+case("sde-adjoint-torchsde-options", "core", InputValueError,
+     r"adjoint_method='euler': these set torchsde's solver of the continuous adjoint SDE.*adjoint_jacobian, "
+     r"adjoint_window and adjoint_tol")(
+    lambda tmp: pitsolve.sdeint_adjoint(OU(), ones(2, 3), grid(), dt=0.0625, adjoint_method="euler"))
+case("sde-adjoint-not-module", "core", InputTypeError,
+     r"sde is a OU, not an nn\.Module, so its parameters are unknown; pass adjoint_params=\(tensor, \.\.\.\) with the "
+     r"tensors sde uses")(
+    lambda tmp: pitsolve.sdeint_adjoint(OU(), ones(2, 3), grid(), dt=0.0625))
+case("sde-adjoint-ts-requires-grad", "core", InputValueError,
+     r"ts requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass ts\.detach\(\)")(
+    lambda tmp: pitsolve.sdeint_adjoint(OU(), ones(2, 3), grid().requires_grad_(True), dt=0.0625, adjoint_params=()))
+
 # ===================================================================== diffusion adapter
 def nan_model(x, t, **kwargs):
     return torch.full_like(x, float("nan"))

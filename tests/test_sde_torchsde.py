@@ -259,6 +259,36 @@ def test_parameter_gradients_equal_torchsdes(method, sde_type):
         close(ours_par, theirs, atol=1e-8)
 
 
+# ----------------------------------------------------------------------------- torchsde's remaining options
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar"])
+def test_options_grad_free_milstein_equals_torchsde(noise_type):
+    """``options=dict(grad_free=True)``: torchsde's derivative-free Milstein, on the rescaled steps as well."""
+    sde, bm = Toy(noise_type), interval(noise_type)
+    theirs = torchsde.sdeint(sde, y0(), grid(), bm=bm, dt=DT, method="milstein", options=dict(grad_free=True))
+    system = SDESystem(sde, y0(), grid(), method="milstein", substeps=K, bm=bm, options=dict(grad_free=True))
+    close(pitsolve.sequential(system).ys, theirs)
+    derivative = torchsde.sdeint(sde, y0(), grid(), bm=bm, dt=DT, method="milstein")
+    assert float((theirs - derivative).abs().max().detach()) > 1e-6  # the option changes the scheme
+
+
+@pytest.mark.parametrize("logqp", [False, True])
+def test_extra_returns_torchsdes_solver_state_and_a_solve_continues_from_it(logqp):
+    """``extra=True`` returns torchsde's ``(f, g, z)`` of reversible_heun; ``extra_solver_state`` resumes from it."""
+    sde, bm = Toy("diagonal", "stratonovich"), interval("diagonal", logqp=logqp)
+    kwargs = dict(bm=bm, dt=DT, method="reversible_heun", logqp=logqp, extra=True)
+    theirs = torchsde.sdeint(sde, y0(), grid(), **kwargs)
+    ours = pitsolve.sdeint(sde, y0(), grid(), jacobian="newton", tol=1e-12, **kwargs)
+    assert len(ours) == len(theirs) == (3 if logqp else 2)
+    for a, b in zip([*ours[:-1], *ours[-1]], [*theirs[:-1], *theirs[-1]]):
+        close(a, b)
+    first, second = grid()[: N // 2 + 1], grid()[N // 2:]
+    head = pitsolve.sdeint(sde, y0(), first, **kwargs)
+    tail = pitsolve.sdeint(sde, head[0][-1], second, **{**kwargs, "extra_solver_state": head[-1]})
+    close(tail[0], ours[0][N // 2:])  # resuming equals the one solve over the whole grid
+    euler = pitsolve.sdeint(Toy(), y0(), grid(), dt=DT, extra=True, extra_solver_state=())
+    assert euler[1] == () and euler[0].shape == (N + 1, BATCH, D)
+
+
 # ----------------------------------------------------------------------------- refusals, typed
 def test_decreasing_ts_is_refused_as_torchsde_refuses_it():
     sde, ts = Toy(), grid().flip(0)
@@ -290,6 +320,21 @@ REFUSALS = {
     "adjoint_reversible_heun": (dict(method="adjoint_reversible_heun"), InputValueError,
                                 r"method='adjoint_reversible_heun' is not supported \(it serves sdeint_adjoint only"),
     "names-not-dict": (dict(names=["drift"]), InputTypeError, r"names=\['drift'\] is not a dict"),
+    "dt_min": (dict(dt_min=1e-5), InputValueError,
+               r"dt_min=1e-05 bounds the steps of adaptive stepping, which pitsolve does not do.*drop dt_min"),
+    "options-unknown": (dict(options=dict(trapezoidal=True)), InputValueError,
+                        r"options \['trapezoidal'\] are not torchsde method options.*'grad_free'"),
+    "options-not-milstein": (dict(options=dict(grad_free=True)), InputValueError,
+                             r"options\['grad_free'\] applies to method='milstein' only, not method='euler'"),
+    "options-not-dict": (dict(options=["grad_free"]), InputTypeError, r"options=\['grad_free'\] is not a dict"),
+    "extra-state-not-empty": (dict(extra_solver_state=(torch.zeros(1),)), InputValueError,
+                              r"extra_solver_state has 1 entries, but method='euler' carries no state.*pass \(\)"),
+    "extra-state-inconsistent": (dict(method="reversible_heun", extra_solver_state=(
+        torch.zeros(BATCH, D, dtype=F64), torch.zeros(BATCH, D, dtype=F64), y0())), InputValueError,
+        r"extra_solver_state's \(f, g\) differ from sde\.f_and_g\(ts\[0\], z\) by .*extra=True"),
+    "extra-state-shape": (dict(method="reversible_heun", extra_solver_state=(
+        torch.zeros(BATCH, D, dtype=F64), torch.zeros(BATCH, D, dtype=F64), torch.zeros(BATCH, 2, dtype=F64))),
+        InputValueError, r"extra_solver_state's z has shape \(2, 2\).*needs shape \(2, 3\)"),
     "names-unknown-key": (dict(names={"drfit": "f"}), InputValueError,
                           r"names has unknown keys \['drfit'\]; the keys are \[.*'drift'"),
     "names-missing-method": (dict(names={"drift": "nope"}), InputValueError,
