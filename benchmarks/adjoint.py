@@ -122,12 +122,8 @@ def measure(Ns, K: int, horizon: float, windows, strategies, tol: float, dim: in
         ref = measure_one(lambda: pitsolve.sequential(system()).ys, params, y0)
         scale = max(float(g.abs().max()) for g in ref["grads"])
 
-        def row(method, strategy, window, result, waves, depth, sweeps=None):
-            err = max(float((a - b).abs().max()) for a, b in zip(result["grads"], ref["grads"])) / scale
-            return {"table": f"N = {N}, K = {K}, D = {dim}", "method": method, "strategy": strategy,
-                    "window": window, "waves": waves, "depth": depth, "waves_ratio": N / waves,
-                    "saved_KiB": result["saved"] / 1024, "saved_ratio": result["saved"] / ref["saved"],
-                    "grad_error": err, "forward_sweeps": sweeps, "wall_s": result["wall_s"]}
+        def row(*args, **kwargs):
+            return _row(f"N = {N}, K = {K}, D = {dim}", N, ref, scale, *args, **kwargs)
 
         rows.append(row("backprop sequential", "—", None, ref, N, N * K, N))
         td = measure_one(lambda: torchdiffeq.odeint_adjoint(field, y0, t, method="rk4",
@@ -159,6 +155,102 @@ def measure(Ns, K: int, horizon: float, windows, strategies, tol: float, dim: in
     return rows
 
 
+def _row(table: str, N: int, ref: dict, scale: float, method: str, strategy: str, window, result: dict, waves: int,
+         depth: int, sweeps=None) -> dict:
+    err = max(float((a - b).abs().max()) for a, b in zip(result["grads"], ref["grads"])) / scale
+    return {"table": table, "method": method, "strategy": strategy, "window": window, "waves": waves,
+            "depth": depth, "waves_ratio": N / waves, "saved_KiB": result["saved"] / 1024,
+            "saved_ratio": result["saved"] / ref["saved"], "grad_error": err, "forward_sweeps": sweeps,
+            "wall_s": result["wall_s"]}
+
+
+def measure_adaptive(N: int, horizon: float, rtol: float, windows, strategies, tol: float,
+                     method: str = "dopri5") -> List[dict]:
+    """The spiral model with an adaptive method: every ``Φ_n`` picks its own steps (recomputed in the backward pass).
+
+    ``depth`` counts step attempts (rows in lock-step: a wave's slowest row); torchdiffeq's adjoint runs its own
+    adaptive solve of the adjoint ODE at the same ``rtol`` (``atol = rtol/100``), so its gradient differs by that
+    solve's error.
+    """
+    field = SpiralField(dim=2)
+    params = tuple(field.parameters())
+    y0 = torch.tensor([2.0, 0.0], dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, horizon, N + 1, dtype=F64)
+    options = dict(method=method, rtol=rtol, atol=rtol / 100)
+    system = pitsolve.ODESystem(field, y0, t, **options)
+    ref = measure_one(lambda: pitsolve.sequential(system).ys, params, y0)
+    steps = pitsolve.sequential(pitsolve.ODESystem(field, y0.detach(), t, **options)).depth
+    scale = max(float(g.abs().max()) for g in ref["grads"])
+    table = f"N = {N}, {method} (rtol {rtol:g}), D = 2"
+    rows = [_row(table, N, ref, scale, "backprop sequential", "—", None, ref, N, steps, N)]
+    td = measure_one(lambda: torchdiffeq.odeint_adjoint(field, y0, t, **options), params, y0)
+    rows.append(_row(table, N, ref, scale, "torchdiffeq adjoint", "—", None, td, N, steps))
+    for w in sorted({min(window, N) if window else N for window in windows}, reverse=True):
+        for strategy in strategies:
+            stats = pitsolve.AdjointStats()
+            res = measure_one(lambda: pitsolve.odeint_adjoint(
+                field, y0, t, tol=tol, window=None if w == N else w, adjoint_jacobian=strategy, stats=stats,
+                **options), params, y0)
+            rows.append(_row(table, N, ref, scale, "pitsolve adjoint", strategy, w, res, stats.backward_waves,
+                             stats.backward.depth, stats.forward.iterations))
+            print(f"[adjoint] {table} window={w} {strategy:9s} waves {stats.backward_waves:4d} "
+                  f"error {rows[-1]['grad_error']:.1e}", flush=True)
+    return rows
+
+
+class WellSDE(torch.nn.Module):
+    """``dY = θ (Y − Y³) dt + σ dW`` (the ode suite's double well with parameters θ, σ), diagonal Itô noise."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(1.0, dtype=F64))
+        self.sigma = torch.nn.Parameter(torch.tensor(0.5, dtype=F64))
+
+    def f(self, t, y):
+        return self.theta * (y - y**3)
+
+    def g(self, t, y):
+        return self.sigma * torch.ones_like(y)
+
+
+def measure_sde(Ns, horizon: float, windows, strategies, tol: float) -> List[dict]:
+    """The double-well SDE, 8 × 2 paths, Euler–Maruyama with one step per interval and a fixed ``BrownianInterval``.
+
+    Backprop through :func:`pitsolve.sequential` (equal to backprop through ``torchsde.sdeint`` on the same
+    ``bm``), torchsde's ``sdeint_adjoint`` (the continuous adjoint SDE, Euler, same ``bm`` and ``dt``), and
+    :func:`pitsolve.sdeint_adjoint` (the discrete adjoint on the same increments).
+    """
+    import torchsde
+
+    sde = WellSDE()
+    params = tuple(sde.parameters())
+    y0 = torch.linspace(-1.2, 1.2, 16, dtype=F64).reshape(8, 2).requires_grad_(True)
+    rows = []
+    for N in Ns:
+        ts = torch.linspace(0.0, horizon, N + 1, dtype=F64)
+        bm = torchsde.BrownianInterval(0.0, horizon, size=(8, 2), dtype=F64, entropy=0)
+        dt = horizon / N
+        ref = measure_one(lambda: pitsolve.sequential(pitsolve.SDESystem(sde, y0, ts, bm=bm)).ys, params, y0)
+        scale = max(float(g.abs().max()) for g in ref["grads"])
+        table = f"double-well SDE, N = {N}, Euler-Maruyama, 8 x 2 paths"
+        rows.append(_row(table, N, ref, scale, "backprop sequential", "—", None, ref, N, N, N))
+        ts_adj = measure_one(lambda: torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, dt=dt, method="euler"), params, y0)
+        rows.append(_row(table, N, ref, scale, "torchsde adjoint", "—", None, ts_adj, N, N))
+        for w in sorted({min(window, N) if window else N for window in windows}, reverse=True):
+            for strategy in strategies:
+                stats = pitsolve.AdjointStats()
+                res = measure_one(lambda: pitsolve.sdeint_adjoint(
+                    sde, y0, ts, bm, dt=dt, tol=tol, window=None if w == N else w, adjoint_jacobian=strategy,
+                    stats=stats), params, y0)
+                rows.append(_row(table, N, ref, scale, "pitsolve adjoint", strategy, w, res, stats.backward_waves,
+                                 stats.backward.depth + stats.parameter_calls, stats.forward.iterations))
+                print(f"[adjoint] {table} window={w} {strategy:9s} waves {stats.backward_waves:4d} "
+                      f"saved {res['saved'] / 1024:8.1f} KiB error {rows[-1]['grad_error']:.1e}", flush=True)
+    return rows
+
+
 HEADERS = {"method": "method", "strategy": "adjoint strategy", "window": "window", "waves": "backward waves",
            "depth": "backward depth (steps)", "waves_ratio": "N / waves", "saved_KiB": "saved peak (KiB)",
            "saved_ratio": "saved / backprop seq", "grad_error": "grad error vs backprop seq",
@@ -169,14 +261,14 @@ def summary(rows: List[dict]) -> str:
     lines = []
     for table, group in _record.tables(rows).items():
         adj = [r for r in group if r["method"] == "pitsolve adjoint"]
-        td = next(r for r in group if r["method"] == "torchdiffeq adjoint")
+        td = next(r for r in group if r["method"] in ("torchdiffeq adjoint", "torchsde adjoint"))
         best = min(adj, key=lambda r: (r["waves"], r["saved_KiB"]))
         lean = min(adj, key=lambda r: (r["saved_KiB"], r["waves"]))
         lines.append(
             f"- {table}: fewest waves {best['waves']} ({best['strategy']}, window {best['window']}: "
             f"{best['waves_ratio']:.1f}× fewer than backprop's N, saved peak {best['saved_ratio']:.2f}× backprop's); "
             f"least memory {lean['saved_KiB']:.0f} KiB ({lean['strategy']}, window {lean['window']}, "
-            f"{lean['saved_ratio']:.2f}× backprop's, {lean['waves']} waves); torchdiffeq's adjoint "
+            f"{lean['saved_ratio']:.2f}× backprop's, {lean['waves']} waves); {td['method'].split()[0]}'s adjoint "
             f"{td['saved_KiB']:.0f} KiB, {td['waves']} waves, gradient {td['grad_error']:.1e} from backprop's "
             "(its discretisation error: it solves the continuous adjoint).")
     return "\n".join(lines)

@@ -165,3 +165,25 @@ def test_adjoint_benchmark_records_waves_memory_and_gradients(tmp_path):
     assert ours["dense", 16]["waves"] == 3  # two sweeps and one parameter call
     assert ours["identity", 4]["saved_KiB"] < ours["identity", 16]["saved_KiB"]
     assert (tmp_path / "adjoint.json").exists() and "backward waves" in (tmp_path / "adjoint.md").read_text()
+
+
+def test_new_cases_merge_into_an_existing_record(written, tmp_path):
+    """``--ode-merge``: an adaptive problem and the backward passes added beside the rows of an earlier run."""
+    import shutil
+
+    out, _ = written
+    shutil.copy(out / "ode.json", tmp_path / "ode.json")
+    before = json.loads((tmp_path / "ode.json").read_text())
+    runner.main(["--suite", "ode", "--quick", "--repeats", "1", "--ode-problems", "vdp_dopri5", "adjoint",
+                 "--ode-strategies", "identity", "--ode-intervals", "4", "--ode-guard", "on", "--ode-time-cap", "60",
+                 "--ode-merge", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "ode.json").read_text())
+    kept = [r for r in data["records"] if r["problem"] in ("vdp", "sde")]
+    assert kept == before["records"]  # unchanged, with the run that measured them
+    assert all(r["_run"]["command"] == before["header"]["command"] for r in kept)
+    adaptive = [r for r in data["records"] if r["problem"] == "vdp_dopri5"]
+    assert len(adaptive) == 1 and adaptive[0]["status"] == "CONVERGED" and adaptive[0]["K"] is None
+    methods = {r["method"] for r in data["records"] if r["problem"] == "adjoint"}
+    assert {"backprop sequential", "torchdiffeq adjoint", "torchsde adjoint", "pitsolve adjoint"} <= methods
+    md = (tmp_path / "ode.md").read_text()
+    assert "## Runs" in md and "## backward pass: double-well SDE" in md and "backward waves" in md

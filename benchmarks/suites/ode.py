@@ -7,7 +7,20 @@ steps, cut into N intervals of K = F/N steps):
 * Lorenz-63 (σ, ρ, β) = (10, 28, 8/3) from (−8, 8, 27), t ∈ [0, 1] — chaotic, short horizon;
 * Allen–Cahn `u_t = ε u_xx + u − u³` on 32 periodic points, ε = 0.015,
   t ∈ [0, 4] (quick: [0, 1]) — stiff-ish: diffusion eigenvalues down to −61, slow modes near +1;
-* a double-well SDE `dY = (Y − Y³) dt + 0.5 dW`, 8 paths × 2, t ∈ [0, 4], Itô, Euler–Maruyama.
+* a double-well SDE `dY = (Y − Y³) dt + 0.5 dW`, 8 paths × 2, t ∈ [0, 4], Itô, Euler–Maruyama;
+* Van der Pol with the adaptive `dopri5` (rtol 1e-6, atol 1e-8) and `dopri8` (rtol 1e-9,
+  atol 1e-11) inside each interval (no fixed K: F is the sequential solve's step count, and depth
+  counts step attempts, a lock-step wave's slowest row; N = 8, 32 by default: wild iterates of an
+  adaptive Φ ask for many steps, so larger N mostly hits the time cap);
+* `adjoint`: the backward pass of `L = Σ_n ‖X_n‖²` (benchmarks/adjoint.py): the spiral neural ODE
+  with rk4 (N = 64, 256, 1024) and with dopri5 (N = 64), and the double-well SDE with parameters
+  (N = 64, 256) — backprop through `sequential`, torchdiffeq's / torchsde's adjoint and
+  `pitsolve.odeint_adjoint` / `sdeint_adjoint` per adjoint strategy and window: sequential waves
+  of VJPs, saved-tensor peak, gradient error vs backprop (its own tables, below the solves').
+
+`--ode-problems` runs a subset; with `--ode-merge` the rows of the problems not run are kept from
+the existing record (`<out>/ode.json`), each with the command and date of the run that measured
+it (section "Runs"), so new cases are added without rerunning the whole suite.
 
 For every strategy of `pitsolve.jacobians.REGISTRY` (new ones appear here by
 themselves), every N and window, with the divergence guard on (the library's
@@ -27,10 +40,12 @@ reported as skipped.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,13 +54,18 @@ from . import alternate, error_text, relative_rms, repeats
 TITLE = "Jacobian strategies on nonlinear ODEs and an SDE"
 DEVICE = "cpu"  # small float64 states: the suite runs on the CPU whatever --device says
 HIDDEN = ("problem",)  # the table title says it
-HEADERS = {"N": "N", "K": "K", "window": "window", "ideal_speedup": "ideal F/depth", "worst_speedup": "worst repeat"}
+HEADERS = {"N": "N", "K": "K", "window": "window", "ideal_speedup": "ideal F/depth", "worst_speedup": "worst repeat",
+           # the backward-pass tables (benchmarks/adjoint.py's columns)
+           "method": "method", "waves": "backward waves", "waves_ratio": "N / waves", "saved_KiB": "saved peak (KiB)",
+           "saved_ratio": "saved / backprop seq", "grad_error": "grad error vs backprop seq",
+           "forward_sweeps": "forward sweeps"}
 DT = torch.float64
 TOL = 1e-8  # δ of Eq. 14 with s_n = 1 + |X_n| (atol = rtol = 1)
 FINE_STEPS = 256
 QUICK_FINE_STEPS = 32
 INTERVALS = (8, 32, 128)
 QUICK_INTERVALS = (4, 16)
+ADAPTIVE_INTERVALS = (8, 32)
 WINDOWS = (None, 16)  # None: the whole horizon (p = N)
 QUICK_WINDOWS = (None,)
 TIME_CAP = 10.0  # seconds one measuring solve may take before it is stopped and reported as skipped
@@ -97,6 +117,7 @@ class Problem:
     key: str
     label: str
     build: Callable[[int, int, bool], object]  # (N, K, quick) -> BandedSystem
+    intervals: Optional[Tuple[int, ...]] = None  # default N values (full mode), if not INTERVALS
 
 
 def _ode(func, y0, t_end):
@@ -118,6 +139,17 @@ def _allen_cahn(N, K, quick):
     return pitsolve.ODESystem(AllenCahn(), u0, t, method="rk4", substeps=K)
 
 
+def _adaptive(method, rtol):
+    import pitsolve
+
+    def build(N, K, quick):  # K unused: the step control picks the steps
+        t = torch.linspace(0.0, 8.0, N + 1, dtype=DT)
+        return pitsolve.ODESystem(van_der_pol, torch.tensor((2.0, 0.0), dtype=DT), t, method=method, rtol=rtol,
+                                  atol=rtol / 100)
+
+    return build
+
+
 def _double_well(N, K, quick):
     import pitsolve
 
@@ -131,7 +163,14 @@ PROBLEMS: Dict[str, Problem] = {p.key: p for p in (
     Problem("lorenz", "Lorenz-63 (t in [0, 1])", _ode(lorenz, (-8.0, 8.0, 27.0), lambda q: 1.0)),
     Problem("allen_cahn", "Allen-Cahn (32 points, stiff-ish)", _allen_cahn),
     Problem("sde", "double-well SDE (Euler-Maruyama, 8x2 paths)", _double_well),
+    Problem("vdp_dopri5", "Van der Pol, adaptive dopri5 (rtol 1e-6, t in [0, 8])", _adaptive("dopri5", 1e-6),
+            ADAPTIVE_INTERVALS),
+    Problem("vdp_dopri8", "Van der Pol, adaptive dopri8 (rtol 1e-9, t in [0, 8])", _adaptive("dopri8", 1e-9),
+            ADAPTIVE_INTERVALS),
+    Problem("adjoint", "backward passes (benchmarks/adjoint.py)", None),
 )}
+#: Problems whose records are not solves of a banded system (their own tables and columns).
+ADJOINT = "adjoint"
 
 
 # -- the suite -------------------------------------------------------------------------------------------
@@ -152,6 +191,9 @@ def add_arguments(parser):
                              f"quick {QUICK_TIME_CAP:g})")
     parser.add_argument("--ode-fine-steps", type=int, default=None, metavar="F",
                         help=f"fine steps F of every problem (default {FINE_STEPS}, quick {QUICK_FINE_STEPS})")
+    parser.add_argument("--ode-merge", action="store_true",
+                        help="keep the rows of the problems not run now from <out>/ode.json (each with the command "
+                             "and date of its run), so new cases are added without rerunning the whole suite")
 
 
 def run(args) -> List[dict]:
@@ -170,10 +212,17 @@ def run(args) -> List[dict]:
     bad = [n for n in intervals if fine % n]
     if bad:
         raise SystemExit(f"ode suite: N={bad} do not divide the {fine} fine steps; pass --ode-intervals dividing it")
+    from .._record import versions
+
+    run = {"command": args.command, "date": _now(), "git": versions()["git_commit"]}  # as the header: at the start
     records = []
     for key in problems:
         problem = PROBLEMS[key]
-        for N in intervals:
+        if key == ADJOINT:
+            records += _adjoint_records(quick)
+            continue
+        given = getattr(args, "ode_intervals", None)
+        for N in given or (problem.intervals if problem.intervals and not quick else intervals):
             K = fine // N
             system = problem.build(N, K, quick)
             with torch.no_grad():
@@ -197,7 +246,38 @@ def run(args) -> List[dict]:
                                        "_times": timing.times, "_seq_times": timing.baseline})
                 for row in records[-len(strategies) * len(guards):]:
                     print(_line(row), flush=True)
+    for r in records:
+        r["_run"] = run
+    if getattr(args, "ode_merge", False):
+        records = _kept(Path(args.out) / "ode.json", problems) + records
     return records
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _kept(path: Path, problems: Sequence[str]) -> List[dict]:
+    """The records of ``path`` (an earlier ode record) for the problems not run now, each with its run."""
+    if not path.exists():
+        raise SystemExit(f"ode suite: --ode-merge needs an earlier record {path}; run without --ode-merge first")
+    data = json.loads(path.read_text())
+    h = data["header"]
+    run = {"command": h["command"], "date": h["date"], "git": h["versions"]["git_commit"]}
+    return [{**r, "_run": r.get("_run", run)} for r in data["records"] if r.get("problem") not in problems]
+
+
+def _adjoint_records(quick: bool) -> List[dict]:
+    """benchmarks/adjoint.py's measurements: rk4 and dopri5 neural ODEs, the double-well SDE."""
+    from .. import adjoint
+
+    strategies = ("dense", "identity") if quick else ("dense", "identity", "secant", "anderson")
+    rows = adjoint.measure((16,) if quick else (64, 256, 1024), 1, 10.0, (0, 64), strategies, 1e-10, 2)
+    rows += adjoint.measure_adaptive(16 if quick else 64, 10.0, 1e-6, (0, 16), strategies[:2], 1e-10)
+    rows += adjoint.measure_sde((16,) if quick else (64, 256), 4.0, (0, 64), strategies[:2], 1e-10)
+    return [{**r, "problem": ADJOINT, "table": f"backward pass: {r['table']}"} for r in rows]
 
 
 def _guards(choice: str):
@@ -241,7 +321,10 @@ def measure(problem: Problem, system, ref, strategy: str, guard, N: int, K: int,
         return {**row, "status": f"skipped: over the {cap:g} s cap of the ode suite"}, None
     except Exception as err:  # a strategy that cannot run on this system (e.g. too large for dense)
         return {**row, "status": error_text(err)}, None
-    F = N * K
+    F = ref.depth  # the sequential solve's fine steps: N·K, or an adaptive method's step count
+    if getattr(system, "adaptive", False):
+        row["K"] = None
+    row["_F"] = F
     row.update({
         "status": sol.status.name,
         "iterations": sol.iterations,
@@ -266,6 +349,9 @@ def _line(r: dict) -> str:
 
 
 def sections(records: Sequence[dict], args) -> List[tuple]:
+    runs = _runs(records)
+    backward = [r for r in records if r.get("problem") == ADJOINT]
+    records = [r for r in records if r.get("problem") != ADJOINT]
     tol = ("Each row: `pitsolve.solve(system, strategy, window=window, tol=%g, init=\"constant\", throw=False)`; "
            "the stopping rule is Eq. 14 with s_n = 1 + |X_n|. *depth*: fine steps on the critical path; "
            "*ideal F/depth*: the speed-up bound on parallel hardware; *NFE/seq*: work relative to the F fine "
@@ -291,7 +377,27 @@ def sections(records: Sequence[dict], args) -> List[tuple]:
         notes.append(("Not converged", "\n".join(
             f"- {r['problem']}, {r['strategy']}, guard {r['guard']}, N={r['N']}, window={r['window']}: {r['status']}"
             for r in failed)))
+    if backward:
+        from .. import adjoint
+
+        notes.append(("Backward passes", adjoint.__doc__.split("\n\n", 1)[1].strip().replace(
+            "Writes ``benchmarks/results/adjoint.{json,md}``.", "") + "\n\n" + adjoint.summary(backward)))
+    if len(runs) > 1:
+        notes.append(("Runs", "This record merges runs (`--ode-merge`); each row was measured by one of them:\n\n"
+                      + "\n".join(f"- `{cmd}` ({date}): {', '.join(problems)}"
+                                   for (cmd, date), problems in runs.items())))
     return notes
+
+
+def _runs(records: Sequence[dict]) -> Dict[tuple, List[str]]:
+    """``{(command, date): [problems]}`` of the runs that measured ``records``."""
+    out: Dict[tuple, List[str]] = {}
+    for r in records:
+        run = r.get("_run") or {}
+        key = (run.get("command", "?"), f"{run.get('date', '?')}, git {run.get('git', '?')}")
+        if r.get("problem") not in out.setdefault(key, []):
+            out[key].append(r.get("problem"))
+    return out
 
 
 def figures(records: Sequence[dict], args) -> Dict[str, object]:
@@ -300,6 +406,7 @@ def figures(records: Sequence[dict], args) -> Dict[str, object]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = [r for r in records if r.get("problem") != ADJOINT]
     labels = list(dict.fromkeys(r["table"] for r in records))
     cycle = plt.get_cmap("tab10").colors
     colors = {name: cycle[i % len(cycle)] for i, name in enumerate(dict.fromkeys(r["strategy"] for r in records))}
@@ -316,7 +423,7 @@ def figures(records: Sequence[dict], args) -> Dict[str, object]:
                     ax.plot(*zip(*pts), marker="o" if guard != "on" else "x", ls="-" if guard != "on" else ":",
                             color=colors[strategy], label=strategy + (f" (guard {guard})" if guard != "n/a" else ""))
             if measure == "depth":
-                fine = {r["N"] * r["K"] for r in rows}
+                fine = {r.get("_F") or r["N"] * r["K"] for r in rows}
                 for F in fine:
                     ax.axhline(F, color="k", lw=0.8, ls="--")
             else:
