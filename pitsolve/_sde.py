@@ -80,6 +80,11 @@ class SDESystem(BandedSystem):
     :meth:`outputs` turns a trajectory into what ``torchsde.sdeint``
     returns.  ``names`` maps torchsde's roles (``drift``, ``diffusion``,
     ``prior_drift``, ``drift_and_diffusion``) to the sde's method names.
+    ``options`` are torchsde's method options (``grad_free`` for
+    ``milstein``), passed to its solver.  ``extra_solver_state`` is
+    torchsde's: ``()``, or ``reversible_heun``'s ``(f, g, z)``, whose ``z``
+    starts the state and whose ``f, g`` must be ``f_and_g(t_0, z)``
+    (:mod:`pitsolve._sde_extra`); :meth:`extra_state` returns it at ``t[-1]``.
 
     **Batching.**  A batch of intervals runs in **one** ``torchsde.sdeint``
     call on the rescaled time ``s ∈ [0, K]`` with unit steps (exact in

@@ -300,7 +300,8 @@ def measure(problem: Problem, system, ref, strategy: str, guard, N: int, K: int,
     import pitsolve
 
     row = {"table": problem.label, "problem": problem.key, "strategy": strategy,
-           "guard": {True: "on", False: "off", None: "n/a"}[guard], "N": N, "K": K, "window": window or N}
+           "guard": {True: "on", False: "off", None: "n/a"}[guard], "N": N,
+           "K": None if getattr(system, "adaptive", False) else K, "window": window or N}
     options = dict(window=window, tol=TOL, init="constant", throw=False)
     if guard is not None:
         options["guard"] = guard
@@ -322,8 +323,6 @@ def measure(problem: Problem, system, ref, strategy: str, guard, N: int, K: int,
     except Exception as err:  # a strategy that cannot run on this system (e.g. too large for dense)
         return {**row, "status": error_text(err)}, None
     F = ref.depth  # the sequential solve's fine steps: N·K, or an adaptive method's step count
-    if getattr(system, "adaptive", False):
-        row["K"] = None
     row["_F"] = F
     row.update({
         "status": sol.status.name,
