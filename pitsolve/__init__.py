@@ -35,6 +35,7 @@ from ._sde import SDE_ALL_METHODS, SDE_METHODS, SDESystem
 from ._sde_adjoint import sdeint_adjoint
 from ._solution import Iteration, Solution, Status
 from ._solver import sequential, solve
+from ._tuning import AutoWindow
 from ._state import StateSpec
 from ._system import BandedSystem
 
@@ -53,6 +54,7 @@ __all__ = [
     "Fallback",
     "solve",
     "sequential",
+    "AutoWindow",
     "odeint",
     "odeint_adjoint",
     "AdjointStats",

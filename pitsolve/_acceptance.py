@@ -187,8 +187,16 @@ class ErrorBound:
         self._c = max(1.0, self._tiny / size)
         return (anchor - self._c * self.vec.to(anchor)).unsqueeze(0)
 
-    def _propagated(self, image: torch.Tensor, twin_image: Optional[torch.Tensor], index: int):
-        """``J_a ê`` from the twin row, and its gain per part (``image`` is point ``index``)."""
+    def _propagated(self, image: torch.Tensor, twin_image: Optional[torch.Tensor], index: int,
+                    anchor: Optional[torch.Tensor] = None):
+        """``J_a ê`` from the twin row, and its gain per part (``image`` is point ``index``).
+
+        The gain is measured in the system's measure, as the secants are: ``J_a ê`` at point
+        ``index`` over ``ê`` at the anchor ``index − 1`` (``anchor``; its own scale).  So on a flow
+        whose states shrink with their scale (a sampler in σ-space, ``x = x_0 + σ ε``), a contraction
+        that only follows the scale is no gain below 1, and an error kept at its measure keeps its
+        relative size rather than growing as the scale shrinks.
+        """
         if twin_image is None or self.vec is None:
             return None, torch.ones_like(self.front)
         prop = (image - twin_image.reshape(image.shape)) / self._c
@@ -196,7 +204,8 @@ class ErrorBound:
         # The gain of the parts Φ reads (a passive part's error is an output, never an input).
         ones = torch.ones_like(self.front)
         size = self._measure(image.unsqueeze(0), prop * self._spread(ones, prop), idx)[0]
-        was = self._measure(image.unsqueeze(0), self.vec.to(image) * self._spread(ones, image), idx)[0]
+        base, at = (image, idx) if anchor is None else (anchor, idx - 1)
+        was = self._measure(base.unsqueeze(0), self.vec.to(image) * self._spread(ones, image), at)[0]
         gain = torch.where(was > 0, size / torch.where(was > 0, was, ones), torch.where(size > 0, math.inf, 1.0))
         self._log_gain += torch.log(gain.clamp_min(1e-300)).nan_to_num(posinf=700.0)
         self._gains += 1
@@ -249,7 +258,7 @@ class ErrorBound:
         fin = finite.cpu()
         beta = torch.where(fin, beta, torch.full_like(beta, float("inf")))
         beta = torch.where(beta <= self._roundoff, torch.zeros_like(beta), beta)
-        prop, g = self._propagated(fx[0], twin_image, start + 1)
+        prop, g = self._propagated(fx[0], twin_image, start + 1, x[0])
         rho = self.gains(start, x, fx, indices)  # [p, P]
         if twin_image is not None:
             rho[0] = g.clamp_min(1.0)
@@ -314,12 +323,14 @@ class ErrorBound:
             self._lost = True
             self.largest = math.inf
 
-    def advance_exact(self, image: torch.Tensor, twin_image: Optional[torch.Tensor], index: int) -> None:
+    def advance_exact(self, image: torch.Tensor, twin_image: Optional[torch.Tensor], index: int,
+                      anchor: Optional[torch.Tensor] = None) -> None:
         """The anchor ``index − 1`` accepted as ``Φ`` of its predecessor (the sequential rung): ``ê ← J ê``.
 
-        ``image`` is the new point ``[D]`` and ``twin_image`` the image of :meth:`twin`'s row.
+        ``image`` is the new point ``[D]``, ``twin_image`` the image of :meth:`twin`'s row and
+        ``anchor`` the point it started from.
         """
-        prop, g = self._propagated(image, twin_image, index)
+        prop, g = self._propagated(image, twin_image, index, anchor)
         self._set_front(prop, image, index)
         self._gain_total *= g
         self.largest = max(self.largest, self.front_max)

@@ -324,8 +324,8 @@ class Loop:
             if twin is not None:
                 out = self.executor.propagate(torch.cat([x, twin]), idx.repeat(2))
                 depth, nfe = self.system.call_cost(idx.repeat(2))
-                x = out[:1]
-                bound.advance_exact(x[0], out[1], n + 1)
+                anchor, x = x[0], out[:1]
+                bound.advance_exact(x[0], out[1], n + 1, anchor)
             else:
                 x = self.executor.propagate(x, idx)
                 depth, nfe = self.system.call_cost(idx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -73,8 +73,13 @@ class Solution:
             point only for a system with ``certified = "final"`` (a sampler) —
             (``≤ tol`` when converged; ``stopping="error"`` only, else ``None``).
         stopping: the acceptance rule, ``"error"`` or ``"eq14"``.
-        tuning: for ``window="auto"``, the chosen window and the measured
-            batch-cost curve ``[(rows, seconds), …]``; else ``None``.
+        tuning: for ``window="auto"``, the chosen window, the measured
+            batch-cost curve ``[(rows, seconds), …]``, the sweep model and the
+            seconds the timing took (``0`` when cached); else ``None``.
+        settings: every setting of the solve as resolved (strategy, window
+            asked and chosen, tol, stopping, init, guard, …; an adapter adds
+            its own, e.g. a sampler's defaults and where they come from), so
+            that the run can be repeated exactly; ``print(solution)`` shows them.
     """
 
     ys: State
@@ -100,6 +105,7 @@ class Solution:
     tol: Optional[float] = None
     stopping: Optional[str] = None
     error_estimate: Optional[float] = None
+    settings: Dict[str, str] = field(default_factory=dict)
 
     @property
     def y(self) -> State:
@@ -107,6 +113,16 @@ class Solution:
         if isinstance(self.ys, tuple):
             return tuple(p[-1] for p in self.ys)
         return self.ys[-1]
+
+    def __str__(self) -> str:
+        """The one-line summary, then every resolved setting (``settings``) and the tuner's cost, if any."""
+        lines = [repr(self)]
+        if self.settings:
+            lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()))
+        if self.tuning:
+            how = "cached" if self.tuning.get("cached") else f"{self.tuning.get('seconds', 0.0):.3g}s timing"
+            lines.append(f"  window='auto' chose {self.tuning.get('window')} ({how}, part of wall_time)")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         extra = ""

@@ -33,7 +33,7 @@ def solve(
     system: BandedSystem,
     jacobian: Union[str, JacobianStrategy] = "identity",
     *,
-    window: Union[None, int, str] = None,
+    window: Union[None, int, str, "_tuning.AutoWindow"] = None,
     tol: float = DEFAULT_TOL,
     max_iters: Optional[int] = None,
     init=None,
@@ -78,8 +78,10 @@ def solve(
             ``"auto"``: the power of two ``≤ N`` (or N) of least predicted
             solve time ``c(p)·min(N, 4 + N/p)`` on the batch-cost curve ``c(p)``,
             measured once per process on this system and device, see
-            :mod:`pitsolve._tuning`;
-            ``Solution.tuning`` holds the measured curve).
+            :mod:`pitsolve._tuning`; a :class:`pitsolve.AutoWindow` sets the
+            sweep model ``a + b·N/p`` fitted to a system family;
+            ``Solution.tuning`` holds the measured curve and the seconds spent
+            timing it).  ``Solution.settings`` records every setting, as resolved.
         tol: the tolerance (``≥ 0``).  With ``stopping="error"``: the
             largest distance of an accepted point from the sequential
             solve's, in the system's measure ``RMS((X_n − X*_n)/s_n)``
@@ -137,9 +139,11 @@ def solve(
     strategy = _jacobians.get(jacobian)
     initializer = _initializers.get(init)
     N = check_positive_int(system.num_intervals, "system.num_intervals")
-    auto = isinstance(window, str) and window == "auto"
+    auto = isinstance(window, _tuning.AutoWindow) or (isinstance(window, str) and window == "auto")
     if isinstance(window, str) and not auto:
-        raise InputValueError(f"window={window!r} is not a window; pass an int >= 1, None (all N) or 'auto'.")
+        raise InputValueError(
+            f"window={window!r} is not a window; pass an int >= 1, None (all N), 'auto' or a pitsolve.AutoWindow."
+        )
     p = N if window is None or auto else check_positive_int(window, "window")
     if p > N:
         raise InputValueError(f"window={p} is larger than the number of intervals N={N}; pass window <= N or None.")
@@ -173,12 +177,14 @@ def solve(
     try:
         tuning = None
         if auto:
-            p, tuning = _tuning.auto_window(system, executor, N)
+            model = window if isinstance(window, _tuning.AutoWindow) else _tuning.AutoWindow()
+            p, tuning = _tuning.auto_window(system, executor, N, model)
         loop = Loop(system, strategy, initializer, executor, N=N, p=p, window=p if auto else window, tol=float(tol),
                     max_iters=max_iters, stopping=stopping, guard=guard, trajectory=trajectory, progress=progress,
                     callback=callback, started=started)
         solution = loop.run()
         solution.tuning = tuning
+        solution.settings = {**settings, "window_chosen": repr(p)}
         solution = executor.finish(solution)
     finally:
         executor.close()

@@ -58,6 +58,9 @@ class BandedSystem(abc.ABC):
     #: ``[D]`` integer tensor numbering each entry's part ``0 … P−1``, or ``None`` (one part).
     #: :meth:`error_parts` measures each part.
     parts: Optional[torch.Tensor] = None
+    #: What else, beyond the type, state size, dtype, device and ``N``, makes ``Φ``'s batch cost differ
+    #: between systems (e.g. the model a diffusion system calls): part of ``window="auto"``'s cache key.
+    tuning_key: Tuple = ()
 
     @property
     @abc.abstractmethod

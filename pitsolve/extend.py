@@ -13,12 +13,15 @@ modules behind them (docs/design.md, "Architecture"):
 * :func:`digest`, the short exact fingerprint used by
   :meth:`BandedSystem.fingerprint <pitsolve.BandedSystem.fingerprint>`;
 * :func:`clear_tuning_cache`, which forgets the batch-cost curves that
-  ``window="auto"`` measured in this process.
+  ``window="auto"`` measured in this process, and the tuner's parts for a
+  benchmark that fits its own sweep model: :func:`batch_cost_curve`,
+  :func:`predicted_cost`, :func:`best_window`.
 """
 
 from __future__ import annotations
 
 from . import _tuning
+from ._tuning import batch_cost_curve, best_window, predicted_cost
 from ._devices import digest, replica, to_device
 from ._grid import as_integer, as_real, check_nonnegative, check_positive_int, check_tolerance
 
@@ -32,6 +35,9 @@ __all__ = [
     "replica",
     "digest",
     "clear_tuning_cache",
+    "batch_cost_curve",
+    "predicted_cost",
+    "best_window",
 ]
 
 

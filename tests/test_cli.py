@@ -22,6 +22,7 @@ import pitsolve
 from pitsolve.adapters.cli import build_parser, main, ode, options, sample
 from pitsolve.adapters.cli.ode import build_system
 from pitsolve.adapters.cli.models import weights_digest
+from pitsolve.adapters.diffusion.rules.registry import sampler as sampler_entry
 
 #: The fields both commands' stats.json start with (docs/cli.md, "The header").
 HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
@@ -77,9 +78,14 @@ def test_sample_end_to_end(tiny_pipeline, tmp_path, capsys, scheduler):
                  "--output", str(out), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "speed-up" in printed and "sequential" in printed and "parallel (identity)" in printed
+    default = sampler_entry(scheduler).defaults  # no --jacobian/-M: the sampler's measured defaults
+    assert "speed-up" in printed and "sequential" in printed and f"parallel ({default.jacobian})" in printed
     stats = json.loads((out / "stats.json").read_text())
     assert stats["settings"]["seed"] == 3 and stats["settings"]["intervals"] == 4
+    assert stats["settings"]["jacobian"] == default.jacobian
+    assert stats["settings"]["preconditioning_steps"] == default.preconditioning_steps
+    assert stats["solve_settings"]["jacobian"] == f"{default.jacobian!r} (default of {scheduler})"
+    assert stats["solve_settings"]["window"] == "3 (given)" and stats["solve_settings"]["window_chosen"] == "3"
     seq, par = stats["rows"]
     assert seq["nfe"] == 8 and seq["depth"] == 8 and seq["iterations"] == 4
     assert par["iterations"] <= 4 and par["converged"]
@@ -284,7 +290,7 @@ def test_one_vocabulary_across_commands():
 
 
 def test_sample_defaults_are_kept():
-    """The sampler's solve defaults come from sample.DEFAULTS, unchanged by the shared vocabulary."""
+    """The sampler's solve defaults come from sample.DEFAULTS (None: the sampler's registry default)."""
     args = build_parser().parse_args(["sample"])
     for key, value in sample.DEFAULTS.items():
         assert getattr(args, key) == value, key

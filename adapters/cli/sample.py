@@ -14,6 +14,8 @@ import torch
 import pitsolve
 from pitsolve import InputValueError
 
+from ..diffusers.options import SolveOptions, resolve
+from ..diffusion.rules.registry import sampler
 from ..diffusers.sampling import DEFAULT_TOL, build_system
 from ..diffusion.init import PosteriorInit
 from .. import plots
@@ -27,14 +29,16 @@ __all__ = ["add_parser", "add_arguments", "run"]
 MAX_SEED = 2**64 - 1
 
 #: The defaults of the parallel solve of ``pitsolve sample``, all in this one place (docs/cli.md lists them).
+#: ``None``: the sampler's measured default (its registry entry, as ``parallel_sample`` resolves it).
 DEFAULTS = {
-    "window": 32,
+    "window": None,
     "tol": DEFAULT_TOL,
     "stopping": "error",
     "scale_floor": 1.0,
-    "preconditioning_steps": 1,
-    "jacobian": "identity",
+    "preconditioning_steps": None,
+    "jacobian": None,
 }
+SAMPLER = "the sampler's measured default"
 
 DESCRIPTION = """\
 Sample a diffusion model twice with the same noise: with the sequential
@@ -67,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, metavar="T",
                    help="sampling steps (default: the sampler's, listed under --scheduler)")
     options.add(p, "intervals", None, shown="T")
-    options.add(p, "window", DEFAULTS["window"])
+    options.add(p, "window", DEFAULTS["window"], shown=f"{SAMPLER}: auto with its sweep model")
     options.add(p, "tol", DEFAULTS["tol"])
     options.add(p, "stopping", DEFAULTS["stopping"])
     p.add_argument("--scale-floor", type=float, default=DEFAULTS["scale_floor"], metavar="C",
@@ -75,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         f"final sample's relative error (default: {DEFAULTS['scale_floor']:g})")
     p.add_argument("--preconditioning-steps", "-M", type=int, default=DEFAULTS["preconditioning_steps"], metavar="M",
                    help="sequential model steps before the Eq. 17 rollout; 0 = copy-forward start "
-                        f"(default: {DEFAULTS['preconditioning_steps']})")
-    options.add(p, "jacobian", DEFAULTS["jacobian"], shown=f"{DEFAULTS['jacobian']}; identity is ParaSolver's update")
+                        f"(default: {SAMPLER})")
+    options.add(p, "jacobian", DEFAULTS["jacobian"], shown=f"{SAMPLER}; identity is ParaSolver's update")
     options.add(p, "guard")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
     p.add_argument("--num-images", type=int, default=16, help="images per run (default: 16)")
@@ -93,8 +97,9 @@ def _check(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputValueError(f"--{name.replace('_', '-')}={value} must be >= 1.")
-    options.check_window(args.window)
-    if args.preconditioning_steps < 0:
+    if args.window is not None:
+        options.check_window(args.window)
+    if args.preconditioning_steps is not None and args.preconditioning_steps < 0:
         raise InputValueError(f"--preconditioning-steps={args.preconditioning_steps} must be >= 0.")
     checks.tolerance(args.tol)
     if args.scale_floor is not None and not (math.isfinite(args.scale_floor) and args.scale_floor > 0):
@@ -116,9 +121,10 @@ def run(args) -> Dict:
     N = args.intervals or steps
     if N > steps:
         raise InputValueError(f"--intervals={N} is larger than --steps={steps}; pass 1 <= N <= {steps}.")
-    if args.preconditioning_steps > steps:
+    solve, provenance = _resolved(args, steps)
+    if solve.preconditioning_steps > steps:
         raise InputValueError(
-            f"--preconditioning-steps={args.preconditioning_steps} is larger than --steps={steps}; "
+            f"--preconditioning-steps={solve.preconditioning_steps} is larger than --steps={steps}; "
             f"pass 0 <= M <= {steps}."
         )
     model_path = None if args.model is None else os.path.abspath(args.model)
@@ -129,8 +135,9 @@ def run(args) -> Dict:
              "scheduler_config": config_dict(base)}
     unet = unet.to(args.device).eval()
     scheduler = make_scheduler(args.scheduler, base)
-    window = options.resolve_window(args.window, N)
-    warm_rows = 1 if window == "auto" else (window or N)  # the tuner warms up its own widths
+    window = solve.window
+    auto = window == "auto" or isinstance(window, pitsolve.AutoWindow)
+    warm_rows = 1 if auto else (window or N)  # the tuner warms up its own widths
     shape = (args.num_images, unet.config.in_channels, *_size(unet.config.sample_size))
 
     def system():
@@ -140,8 +147,8 @@ def run(args) -> Dict:
 
     print(f"model: {label} ({model['parameters'] / 1e6:.2f} M parameters), "
           f"{args.scheduler}-{steps}, {args.num_images} images, seed {args.seed}, device {args.device}")
-    print(f"parallel: N={N} intervals, window={window or N}, tol={args.tol}, M={args.preconditioning_steps}, "
-          f"jacobian={args.jacobian}{'' if guard else ', no guard'}")
+    print(f"parallel: N={N} intervals, window={window or N}, tol={args.tol}, M={solve.preconditioning_steps}, "
+          f"jacobian={solve.jacobian}{'' if guard else ', no guard'}")
     with torch.no_grad():
         _warm_up(unet, shape, warm_rows * args.num_images, args.device)
         seq_sol = pitsolve.sequential(system(), progress=not args.no_progress)
@@ -152,9 +159,10 @@ def run(args) -> Dict:
         frames.append(it.states[1][-1, 0].detach().cpu())  # x̂_0 carried at the window's last point, image 0
 
     with torch.no_grad():
-        par_sol = pitsolve.solve(system(), args.jacobian, window=window, tol=args.tol,
-                                 init=PosteriorInit(args.preconditioning_steps), progress=not args.no_progress,
+        par_sol = pitsolve.solve(system(), solve.jacobian, window=window, tol=args.tol,
+                                 init=PosteriorInit(solve.preconditioning_steps), progress=not args.no_progress,
                                  callback=keep_frame, throw=False, guard=guard, stopping=args.stopping)
+    par_sol.settings = {**par_sol.settings, **provenance}
     par = par_sol.y[0]
     if par_sol.tuning is not None:
         curve = ", ".join(f"{p}: {1e3 * t:.1f}" for p, t in par_sol.tuning["curve"])
@@ -167,7 +175,7 @@ def run(args) -> Dict:
         fd_seq, fd_par = frechet_distance(seq.cpu()), frechet_distance(par.cpu())
     rows = [
         _row("sequential", seq_sol, seq_sol, 0.0, fd_seq),
-        _row(f"parallel ({args.jacobian})", par_sol, seq_sol, error, fd_par),
+        _row(f"parallel ({solve.jacobian})", par_sol, seq_sol, error, fd_par),
     ]
     print(format_table(rows, steps))
     if not par_sol.converged:
@@ -182,9 +190,10 @@ def run(args) -> Dict:
         "x0_strip": plots.x0_strip(frames[:16], out / "x0_strip.png",
                                    title="x̂0 at the window's last point after each iteration (image 0)"),
     }
-    settings = {"model": model_path, "scheduler": args.scheduler, "steps": steps, "intervals": N, "window": window,
+    settings = {"model": model_path, "scheduler": args.scheduler, "steps": steps, "intervals": N,
+                "window": window if not isinstance(window, pitsolve.AutoWindow) else repr(window),
                 "tol": args.tol, "stopping": args.stopping, "scale_floor": args.scale_floor,
-                "preconditioning_steps": args.preconditioning_steps, "jacobian": args.jacobian,
+                "preconditioning_steps": solve.preconditioning_steps, "jacobian": solve.jacobian,
                 "guard": record.guard_setting(guard), "eta": args.eta, "num_images": args.num_images,
                 "seed": args.seed, "device": args.device, "max_batch": args.max_batch}
     stats = {
@@ -193,6 +202,7 @@ def run(args) -> Dict:
         "model": model,
         "rows": rows,
         "window_chosen": par_sol.tuning["window"] if par_sol.tuning else window,
+        "solve_settings": par_sol.settings,
         "tuning": None if par_sol.tuning is None else {**par_sol.tuning, "curve_ms": [
             [p, 1e3 * t] for p, t in par_sol.tuning["curve"]]},
         "status": par_sol.status.name,
@@ -204,6 +214,15 @@ def run(args) -> Dict:
     print(f"plots:   {files['residuals']}, {files['x0_strip']}")
     print(f"stats:   {out / 'stats.json'}")
     return stats
+
+
+def _resolved(args, steps: int):
+    """``(SolveOptions, provenance)``: the flags given, the sampler's measured defaults for the others."""
+    given = {"jacobian": args.jacobian, "preconditioning_steps": args.preconditioning_steps}
+    if args.window is not None:
+        given["window"] = options.resolve_window(args.window, args.intervals or steps)
+    return resolve(SolveOptions(**{k: v for k, v in given.items() if v is not None}),
+                   sampler(args.scheduler).scheduler)
 
 
 def _warm_up(unet, shape, rows: int, device) -> None:

@@ -4,6 +4,7 @@
 """
 
 from .models import UNetModel
+from .options import SAMPLER_DEFAULT, Conditioning, SampleSetup, SolveOptions
 from .pipeline import ParallelDiffusionPipeline, ParallelPipelineOutput
 from .sampling import DEFAULT_TOL, build_system, draw_noise, parallel_sample, sequential_sample
 from .schedulers import SUPPORTED_SCHEDULERS, rule_from_scheduler
@@ -14,6 +15,10 @@ __all__ = [
     "build_system",
     "draw_noise",
     "DEFAULT_TOL",
+    "SampleSetup",
+    "Conditioning",
+    "SolveOptions",
+    "SAMPLER_DEFAULT",
     "UNetModel",
     "ParallelDiffusionPipeline",
     "ParallelPipelineOutput",

@@ -22,12 +22,17 @@ from diffusers.utils import BaseOutput
 
 from pitsolve import InputTypeError, InputValueError, Solution
 
-from .sampling import DEFAULT_TOL, parallel_sample, sequential_sample
-from ..diffusion.system import DEFAULT_SCALE_FLOOR
+from .options import SolveOptions
+from .sampling import parallel_sample, sequential_sample
 
 __all__ = ["ParallelDiffusionPipeline", "ParallelPipelineOutput"]
 
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+#: Sampler options the pipeline derives from its own arguments → what to pass instead.
+_SET_HERE = {
+    "shape": "batch_size, height and width", "encoder_hidden_states": "prompt or prompt_embeds",
+    "negative_encoder_hidden_states": "negative_prompt or negative_prompt_embeds",
+}
 
 
 @dataclass
@@ -50,9 +55,10 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
     With a text encoder the prompt is encoded as Stable Diffusion does
     (classifier-free guidance when ``guidance_scale > 1``); with a VAE the
     latents are decoded.  Sampling runs :func:`parallel_sample`
-    (``parallel=False``: :func:`sequential_sample`, same noise); the solver
-    options (``intervals``, ``jacobian``, ``window``, ``tol``, ``scale_floor``,
-    ``preconditioning_steps``, ``max_batch``) are passed through.
+    (``parallel=False``: :func:`sequential_sample`, same noise); every
+    sampler option (:class:`SolveOptions`, and ``intervals``, ``max_batch``,
+    ``dtype``, ``devices``) is passed through, and unset ones take the
+    scheduler's measured defaults.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -130,18 +136,22 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
         generator=None,
         latents: Optional[torch.Tensor] = None,
         eta: float = 0.0,
-        intervals: Optional[int] = None,
-        jacobian="identity",
-        window: Optional[int] = None,
-        tol: float = DEFAULT_TOL,
-        scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
-        preconditioning_steps: int = 1,
-        max_batch: Optional[int] = None,
         parallel: bool = True,
-        progress: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        options: Optional[SolveOptions] = None,
+        **flat,
     ):
+        """Sample images; the arguments above are Diffusers' own, the rest the samplers' options.
+
+        ``options`` (:class:`SolveOptions`) or its fields flat (``window=16``,
+        ``jacobian=…``, ``tol=…``, ``guard=…``, ``max_iters=…``, ``init=…``,
+        ``throw=…``, ``trajectory=…``, ``executor=…``, ``progress=…``), and the
+        :class:`SampleSetup` fields ``intervals``, ``max_batch``, ``dtype`` and
+        ``devices``, go to :func:`parallel_sample` as they are; unset solve
+        options take the scheduler's measured defaults.  ``parallel=False`` runs
+        :func:`sequential_sample` with the same noise.
+        """
         if output_type not in _OUTPUT_TYPES:  # before any model call
             raise InputValueError(f"output_type={output_type!r}; choose one of {', '.join(map(repr, _OUTPUT_TYPES))}.")
         conditional = isinstance(self.unet, UNet2DConditionModel) or prompt is not None or prompt_embeds is not None
@@ -172,14 +182,15 @@ class ParallelDiffusionPipeline(DiffusionPipeline):
             size = ((height or size[0] * self.vae_scale_factor) // self.vae_scale_factor,
                     (width or size[1] * self.vae_scale_factor) // self.vae_scale_factor)
         shape = (batch_size, self.unet.config.in_channels, *size)
+        for name in _SET_HERE:
+            if name in flat:
+                raise InputTypeError(f"the pipeline sets {name} itself; pass {_SET_HERE[name]} instead.")
         sampler = parallel_sample if parallel else sequential_sample
         samples, solution = sampler(
             self.unet, self.scheduler, num_inference_steps=num_inference_steps, latents=latents,
-            generator=generator, shape=shape, intervals=intervals, jacobian=jacobian, window=window, tol=tol,
-            scale_floor=scale_floor,
-            preconditioning_steps=preconditioning_steps, eta=eta, guidance_scale=guidance_scale,
+            generator=generator, shape=shape, eta=eta, guidance_scale=guidance_scale,
             encoder_hidden_states=cond, negative_encoder_hidden_states=uncond, class_labels=class_labels,
-            max_batch=max_batch, progress=progress,
+            options=options, **flat,
         )
         images = self._decode(samples, output_type)
         if not return_dict:

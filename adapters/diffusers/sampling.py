@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from dataclasses import fields
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 import pitsolve
-from pitsolve import InputTypeError, InputValueError, Solution
+from pitsolve import ConvergenceError, InputTypeError, InputValueError, Solution
 
 from ..diffusion.init import PosteriorInit
 from ..diffusion.system import DEFAULT_SCALE_FLOOR, DiffusionSystem
 from .models import UNetModel
+from .options import DEFAULT_TOL, Conditioning, Generator, SampleSetup, SolveOptions, gather, resolve
 from .schedulers import rule_from_scheduler
 
 __all__ = ["parallel_sample", "sequential_sample", "build_system", "draw_noise", "DEFAULT_TOL"]
-
-#: δ of Eq. 14: a point is accepted when its RMS change is at most δ·σ_{t_n}.
-DEFAULT_TOL = 1e-2
-
-Generator = Union[None, torch.Generator, Sequence[torch.Generator]]
 
 
 def draw_noise(
@@ -55,27 +52,33 @@ def build_system(
     scheduler,
     *,
     num_inference_steps: int,
-    latents: Optional[torch.Tensor] = None,
-    generator: Generator = None,
-    shape: Optional[Sequence[int]] = None,
-    intervals: Optional[int] = None,
-    eta: Optional[float] = None,
-    guidance_scale: Optional[float] = None,
-    encoder_hidden_states: Optional[torch.Tensor] = None,
-    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
-    class_labels: Optional[torch.Tensor] = None,
-    max_batch: Optional[int] = None,
-    dtype: Optional[torch.dtype] = None,
-    devices: Optional[Sequence] = None,
+    setup: Optional[SampleSetup] = None,
+    conditioning: Optional[Conditioning] = None,
     scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
+    **flat,
 ) -> DiffusionSystem:
     """The :class:`DiffusionSystem` both samplers solve (same noise for the same generator).
 
+    ``setup`` (:class:`SampleSetup`) and ``conditioning`` (:class:`Conditioning`)
+    are given as objects or as their fields, flat (``generator=…, shape=…``).
     With ``devices``, the system is built where the UNet lives and returned
     as its replica on ``devices[0]`` (:meth:`DiffusionSystem.to`; the UNet is
     copied there if it lives elsewhere).  The noise is drawn on the CPU
     from the generator as always, so the samples do not depend on the devices.
     """
+    setup, conditioning, _ = gather(flat, setup, conditioning, accept=(SampleSetup, Conditioning),
+                                    where="build_system")
+    return _build(unet, scheduler, num_inference_steps, setup, conditioning, scale_floor)
+
+
+def _build(unet, scheduler, num_inference_steps: int, setup: SampleSetup, conditioning: Conditioning,
+           scale_floor: Optional[float]) -> DiffusionSystem:
+    latents, generator, shape, intervals, eta, max_batch, dtype, devices = (
+        getattr(setup, f.name) for f in fields(SampleSetup)
+    )
+    guidance_scale, encoder_hidden_states, negative_encoder_hidden_states, class_labels = (
+        getattr(conditioning, f.name) for f in fields(Conditioning)
+    )
     first = pitsolve.MultiDeviceExecutor(devices).devices[0] if devices is not None else None
     rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
     _check_generator(generator)
@@ -130,97 +133,73 @@ def parallel_sample(
     scheduler,
     *,
     num_inference_steps: int,
-    latents: Optional[torch.Tensor] = None,
-    generator: Generator = None,
-    shape: Optional[Sequence[int]] = None,
-    intervals: Optional[int] = None,
-    jacobian="identity",
-    window: Optional[int] = None,
-    tol: float = DEFAULT_TOL,
-    scale_floor: Optional[float] = DEFAULT_SCALE_FLOOR,
-    preconditioning_steps: int = 1,
-    eta: Optional[float] = None,
-    guidance_scale: Optional[float] = None,
-    encoder_hidden_states: Optional[torch.Tensor] = None,
-    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
-    class_labels: Optional[torch.Tensor] = None,
-    max_batch: Optional[int] = None,
-    max_iters: Optional[int] = None,
-    init=None,
-    progress: bool = False,
-    throw: bool = True,
-    devices: Optional[Sequence] = None,
-    executor: Optional[pitsolve.Executor] = None,
-    guard=True,
-    trajectory: bool = True,
-    stopping: str = "error",
+    setup: Optional[SampleSetup] = None,
+    conditioning: Optional[Conditioning] = None,
+    options: Optional[SolveOptions] = None,
+    **flat,
 ) -> Tuple[torch.Tensor, Solution]:
     r"""Sample with a Diffusers UNet and scheduler by parallel-in-time iteration (ParaSolver).
 
     The ``T = num_inference_steps`` steps of the scheduler's sampler are
     grouped into ``intervals`` subintervals (N; default T) and solved as a
-    banded system with :func:`pitsolve.solve`: ``jacobian``, ``window``,
-    ``tol`` (the error against the sequential sample, in the measure
-    ``RMS(Δx)/max(σ_{t_n}, scale_floor)``, by default relative to the data
-    scale, see :class:`DiffusionSystem`), ``stopping`` (``"error"``, or
-    ``"eq14"``: the paper's change test), ``max_iters`` as there.  The
-    start is the Eq. 17 initialisation with ``preconditioning_steps`` (M)
-    model steps, unless ``init`` gives another initialiser.  The result is
-    the sample :func:`sequential_sample` draws with the same arguments, to
-    the tolerance.
+    banded system with :func:`pitsolve.solve`.  The start is the Eq. 17
+    initialisation with ``preconditioning_steps`` (M) model steps, unless
+    ``init`` gives another initialiser.  The result is the sample
+    :func:`sequential_sample` draws with the same arguments, to ``tol``
+    (the error against the sequential sample, in the measure
+    ``RMS(Δx)/max(σ_{t_n}, scale_floor)``, by default relative to the data scale).
+
+    The options come in three groups, each given as an object or as its
+    fields, flat (``window=16`` is ``options=SolveOptions(window=16)``):
+
+    * :class:`SampleSetup`: ``latents``, ``generator``, ``shape``, ``intervals``,
+      ``eta``, ``max_batch``, ``dtype``, ``devices``;
+    * :class:`Conditioning`: ``guidance_scale``, ``encoder_hidden_states``,
+      ``negative_encoder_hidden_states``, ``class_labels``;
+    * :class:`SolveOptions`: ``jacobian``, ``window``, ``tol``, ``stopping``,
+      ``scale_floor``, ``preconditioning_steps``, ``init``, ``max_iters``,
+      ``progress``, ``throw``, ``executor``, ``guard``, ``trajectory``.
+
+    ``jacobian``, ``window`` and ``preconditioning_steps`` left unset take the
+    scheduler family's defaults, the configuration the defaults benchmark
+    measured best (``SamplerEntry.defaults`` in the sampler registry, with the
+    record that justifies it); ``Solution.settings`` records every value and
+    where it came from, so a run can be repeated exactly.
 
     Args:
         unet: a ``UNet2DModel``/``UNet2DConditionModel`` or a module with
             their call signature.
         scheduler: any Diffusers scheduler (docs/schedulers.md lists each class's
-            status): a hand-written rule serves DDPM, DDIM and DPM-Solver
-            multistep (and their parallel variants), the generic bridge the
-            others; it is not modified.  A scheduler whose parametrisation the
-            bridge cannot read has no Eq. 17 posterior; the default start then
-            copies the newest exact state forward after the ``M`` model steps.
-        latents: initial noise ``[batch, C, H, W]``; otherwise drawn from
-            ``generator`` with ``shape`` (default: one image of the UNet's
-            configured size).
-        generator: a ``torch.Generator`` (or one per image) for the latents and
-            every step's noise (DDPM; DDIM with ``eta > 0``; ancestral and SDE
-            samplers through the bridge), drawn up front in the order of
-            Diffusers' own loop.
-        eta: DDIM's η, or the ``eta`` of a scheduler whose step takes one (TCD);
-            ``None``: the scheduler's default.
-        guidance_scale: classifier-free guidance weight; needs
-            ``encoder_hidden_states`` and, above 1, ``negative_encoder_hidden_states``.
-        max_batch: cap on the rows of one UNet call.
-        devices: spread each sweep over these devices, e.g. ``["cuda:0",
-            "cuda:1"]``: the UNet is replicated once per device and each
-            sweep's window split over the replicas (see :func:`pitsolve.solve`);
-            the samples come back on ``devices[0]``.
-        executor: a :class:`pitsolve.Executor` instead of ``devices``, e.g.
-            :class:`pitsolve.distributed.DistributedExecutor` under ``torchrun``
-            (every rank calls ``parallel_sample`` with the same arguments and
-            gets the same samples).
-        guard: the divergence guards of :func:`pitsolve.solve`
-            (:class:`pitsolve.Guard`; ``False`` runs the bare strategy).
-        trajectory: keep every boundary state in ``Solution.ys`` (for plots);
-            ``False`` keeps the first and the last only, so memory does not
-            grow with ``intervals``.
+            status): a hand-written rule serves the common ones, the generic
+            bridge the others; it is not modified.  A scheduler whose
+            parametrisation the bridge cannot read has no Eq. 17 posterior; the
+            default start then copies the newest exact state forward after the
+            ``M`` model steps.
+        num_inference_steps: ``T``.
 
     Returns:
         ``(samples [batch, C, H, W], Solution)``.
     """
-    system = build_system(
-        unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
-        shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
-        encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
-        class_labels=class_labels, max_batch=max_batch, devices=devices, scale_floor=scale_floor,
-    )
-    init = PosteriorInit(preconditioning_steps) if init is None else init
+    setup, conditioning, options = gather(flat, setup, conditioning, options)
+    options, sampler_settings = resolve(options, scheduler)
+    system = _build(unet, scheduler, num_inference_steps, setup, conditioning, options.scale_floor)
+    init = PosteriorInit(options.preconditioning_steps) if options.init is None else options.init
     if isinstance(init, PosteriorInit):
         init.reset(system)  # validate M against T before any model call
-    with torch.no_grad():
-        solution = pitsolve.solve(
-            system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress, throw=throw,
-            devices=devices, executor=executor, guard=guard, trajectory=trajectory, stopping=stopping,
-        )
+    record = {**sampler_settings, "intervals": repr(system.num_intervals)}
+    try:
+        with torch.no_grad():
+            solution = pitsolve.solve(
+                system, options.jacobian, window=options.window, tol=options.tol, max_iters=options.max_iters,
+                init=init, progress=options.progress, throw=options.throw, devices=setup.devices,
+                executor=options.executor, guard=options.guard, trajectory=options.trajectory,
+                stopping=options.stopping,
+            )
+    except ConvergenceError as error:  # the partial solution records the settings too
+        if error.solution is not None:
+            error.solution.settings = {**error.solution.settings, **record}
+        raise
+    solution.settings = {**solution.settings, **record}
     return solution.y[0], solution
 
 
@@ -229,45 +208,23 @@ def sequential_sample(
     scheduler,
     *,
     num_inference_steps: int,
-    latents: Optional[torch.Tensor] = None,
-    generator: Generator = None,
-    shape: Optional[Sequence[int]] = None,
-    intervals: Optional[int] = None,
-    eta: Optional[float] = None,
-    guidance_scale: Optional[float] = None,
-    encoder_hidden_states: Optional[torch.Tensor] = None,
-    negative_encoder_hidden_states: Optional[torch.Tensor] = None,
-    class_labels: Optional[torch.Tensor] = None,
-    max_batch: Optional[int] = None,
-    devices: Optional[Sequence] = None,
-    **ignored_parallel_options,
+    setup: Optional[SampleSetup] = None,
+    conditioning: Optional[Conditioning] = None,
+    options: Optional[SolveOptions] = None,
+    **flat,
 ) -> Tuple[torch.Tensor, Solution]:
     """The sequential sampler with the same arguments and noise as :func:`parallel_sample`.
 
-    Options that only concern the parallel solve (``jacobian``, ``window``,
-    ``tol``, ``scale_floor``, ``preconditioning_steps``, ``max_iters``, ``init``,
-    ``progress``, ``throw``, ``executor``, ``guard``, ``trajectory``) are accepted and ignored, so one set
-    of keyword arguments drives both samplers.  With ``devices``, the
+    It takes the same option groups; the :class:`SolveOptions` (which only
+    concern the parallel solve) are accepted and ignored, so one set of
+    keyword arguments drives both samplers.  With ``devices``, the
     sequential chain runs on ``devices[0]`` (there is nothing to spread).
     """
-    unknown = set(ignored_parallel_options) - _PARALLEL_ONLY
-    if unknown:
-        raise InputTypeError(f"sequential_sample got unexpected options {sorted(unknown)}.")
-    system = build_system(
-        unet, scheduler, num_inference_steps=num_inference_steps, latents=latents, generator=generator,
-        shape=shape, intervals=intervals, eta=eta, guidance_scale=guidance_scale,
-        encoder_hidden_states=encoder_hidden_states, negative_encoder_hidden_states=negative_encoder_hidden_states,
-        class_labels=class_labels, max_batch=max_batch, devices=devices,
-    )
+    setup, conditioning, _ = gather(flat, setup, conditioning, options, where="sequential_sample")
+    system = _build(unet, scheduler, num_inference_steps, setup, conditioning, DEFAULT_SCALE_FLOOR)
     with torch.no_grad():
         solution = pitsolve.sequential(system)
     return solution.y[0], solution
-
-
-_PARALLEL_ONLY = {
-    "jacobian", "window", "tol", "scale_floor", "preconditioning_steps", "max_iters", "init", "progress", "throw",
-    "executor", "guard", "trajectory", "stopping",
-}
 
 
 def _check_generator(generator) -> None:

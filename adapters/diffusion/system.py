@@ -93,6 +93,10 @@ class DiffusionSystem(BandedSystem):
             raise InputValueError("latents contain NaN or Inf; pass finite initial noise.")
         T = rule.num_steps
         self.model, self.rule, self.latents = model, rule, latents
+        # The batch cost depends on the network called (and whether guidance doubles its rows).
+        net = getattr(model, "unet", model)
+        self.tuning_key = (type(net).__qualname__, id(net), bool(getattr(model, "guidance", False)),
+                           getattr(model, "max_batch", None))
         self.boundaries = interval_boundaries(T, T if intervals is None else intervals)
         lengths = self.boundaries[1:] - self.boundaries[:-1]
         self._lengths = lengths.to(latents.device)

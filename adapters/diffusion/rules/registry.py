@@ -12,12 +12,15 @@ registration.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, NamedTuple, Tuple, Type
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Type
+
+from pitsolve import AutoWindow
 
 from pitsolve import InputTypeError
 
 __all__ = [
-    "REGISTRY", "register", "rule_class_for", "SAMPLERS", "SamplerEntry", "sampler", "served_by",
+    "REGISTRY", "register", "rule_class_for", "SAMPLERS", "SamplerEntry", "SolveDefaults", "sampler", "served_by",
+    "defaults_for", "GENERIC_DEFAULTS",
 ]
 
 #: Diffusers scheduler class name → the rule class that reproduces its ``step``.
@@ -45,6 +48,23 @@ def rule_class_for(name: str):
 
 
 # --------------------------------------------------------------------------- named samplers
+class SolveDefaults(NamedTuple):
+    """A sampler family's parallel-solve defaults, as the defaults benchmark measured them best.
+
+    ``parallel_sample``, the pipeline and the CLI use them for every option a
+    user leaves unset (:func:`~pitsolve.adapters.diffusers.options.resolve`).
+    """
+
+    #: The Jacobian strategy.
+    jacobian: str
+    #: ``M``, the model steps of the Eq. 17 start.
+    preconditioning_steps: int
+    #: The window: ``AutoWindow(a, b)``, the tuner with this family's measured sweep model ``a + b·N/p``.
+    window: Any
+    #: Where the measurement is: the benchmark record (file and table row) that justifies these values.
+    evidence: str
+
+
 class SamplerEntry(NamedTuple):
     """One named sampler: the CLI's ``--scheduler`` choice, the benchmark samplers' kinds and the docs derive from these."""
 
@@ -56,18 +76,33 @@ class SamplerEntry(NamedTuple):
     config: Mapping[str, Any]
     #: The default number of inference steps.
     default_steps: int
+    #: The parallel-solve defaults of this sampler (``None``: :data:`GENERIC_DEFAULTS`).
+    defaults: Optional[SolveDefaults] = None
 
+
+_RECORD = "benchmarks/results/defaults.md"  # python -m benchmarks.run --suite defaults
+
+#: Samplers no entry declares defaults for (the bridge's schedulers): the identity update (ParaSolver),
+#: the Eq. 17 start with one model step, and the tuner's generic sweep model.
+GENERIC_DEFAULTS = SolveDefaults("identity", 1, AutoWindow(), "generic: no measurement of this sampler")
+#: Stochastic samplers (fresh noise in every step): the identity update with M = 1 (fits: DDPM-1000).
+_ANCESTRAL = SolveDefaults("identity", 1, AutoWindow(18.0, 1.2), f"{_RECORD}, DDPM-1000")
+#: Deterministic ODE samplers: the secant update from a plain start (M = 0).
+_ODE = SolveDefaults("secant", 0, AutoWindow(7.0, 1.0), f"{_RECORD}, DDIM-50")
 
 #: The named samplers, in the order the CLI lists them.  Which of them a hand-written rule serves and
 #: which the generic bridge serves is read from :data:`REGISTRY` (:func:`served_by`), not stated here.
+#: ``defaults`` are the parallel-solve defaults the defaults benchmark measured best for the sampler.
 SAMPLERS: Tuple[SamplerEntry, ...] = (
-    SamplerEntry("ddpm", "DDPMScheduler", {}, 1000),
-    SamplerEntry("ddim", "DDIMScheduler", {}, 50),
-    SamplerEntry("dpmsolver++", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 25),
-    SamplerEntry("euler", "EulerDiscreteScheduler", {}, 50),
-    SamplerEntry("euler-a", "EulerAncestralDiscreteScheduler", {}, 50),
+    SamplerEntry("ddpm", "DDPMScheduler", {}, 1000, _ANCESTRAL),
+    SamplerEntry("ddim", "DDIMScheduler", {}, 50, _ODE),
+    SamplerEntry("dpmsolver++", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 25,
+                 _ODE),
+    SamplerEntry("euler", "EulerDiscreteScheduler", {}, 50, _ODE),
+    SamplerEntry("euler-a", "EulerAncestralDiscreteScheduler", {}, 50, _ANCESTRAL),
     SamplerEntry("heun", "HeunDiscreteScheduler", {}, 25),
-    SamplerEntry("unipc", "UniPCMultistepScheduler", {}, 25),
+    SamplerEntry("unipc", "UniPCMultistepScheduler", {}, 25, _ODE),
+    SamplerEntry("flowmatch", "FlowMatchEulerDiscreteScheduler", {}, 28, _ODE),
     SamplerEntry("pndm", "PNDMScheduler", {"skip_prk_steps": True}, 50),
     SamplerEntry("lms", "LMSDiscreteScheduler", {}, 50),
     SamplerEntry("dpmsolver-single", "DPMSolverSinglestepScheduler", {}, 25),
@@ -84,6 +119,19 @@ def sampler(name: str) -> SamplerEntry:
         if entry.name == name:
             return entry
     raise InputValueError(f"unknown sampler {name!r}; choose one of {', '.join(e.name for e in SAMPLERS)}.")
+
+
+def defaults_for(scheduler) -> Tuple[str, SolveDefaults]:
+    """``(entry name, SolveDefaults)`` for a Diffusers scheduler (instance or class name).
+
+    The first :data:`SAMPLERS` entry of the scheduler's class that declares
+    defaults; a class no entry declares gets :data:`GENERIC_DEFAULTS`.
+    """
+    name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+    for entry in SAMPLERS:
+        if entry.scheduler == name and entry.defaults is not None:
+            return entry.name, entry.defaults
+    return "generic", GENERIC_DEFAULTS
 
 
 def served_by(scheduler_name: str) -> str:
