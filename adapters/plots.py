@@ -1,7 +1,10 @@
-"""Pictures of a parallel solve (matplotlib, Agg): residual heat map, error curves, x̂_0 strips, image grids.
+"""Pictures of a parallel solve (matplotlib): residual heat map, error curves, x̂_0 strips, image grids.
 
 Each function writes one PNG and returns its path.  They read only a
 :class:`pitsolve.Solution` (or plain tensors), so they work for any system.
+The figures are :class:`matplotlib.figure.Figure` objects drawn without pyplot, so importing
+this module leaves pyplot's backend (a notebook's, say) as it was.  Needs the extra
+``pitsolve[plots]`` (matplotlib, Pillow).
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import matplotlib
+from ._extras import require_extra
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+require_extra("plots", "matplotlib", "PIL", user="pitsolve.adapters.plots")
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import pitsolve  # noqa: E402
@@ -36,7 +40,8 @@ def residual_heatmap(solution: pitsolve.Solution, path: Path, tol: Optional[floa
         grid[k, start : start + r.size] = r
     tiny = np.nanmin(grid[grid > 0]) if np.any(grid > 0) else 1e-16
     grid = np.where(grid > 0, grid, tiny)
-    fig, ax = plt.subplots(figsize=(8, 3.5 + 0.05 * K))
+    fig = Figure(figsize=(8, 3.5 + 0.05 * K))
+    ax = fig.subplots()
     img = ax.imshow(np.log10(grid), aspect="auto", origin="upper", cmap="viridis", interpolation="nearest",
                     extent=(0.5, N + 0.5, K + 0.5, 0.5))
     ax.step(solution.accepted, np.arange(1, K + 1), where="mid", color="black", lw=1.2, label="accepted front")
@@ -48,13 +53,13 @@ def residual_heatmap(solution: pitsolve.Solution, path: Path, tol: Optional[floa
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
 def error_curves(curves: Dict[str, Sequence[float]], path: Path, title: str = "", ylabel: str = "error") -> Path:
     """One line per strategy: error (log scale) against iteration."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for name, errs in curves.items():
         e = np.asarray([x if (x is not None and math.isfinite(x)) else np.nan for x in errs], dtype=float)
         e = np.where(e > 0, e, np.nan)
@@ -66,7 +71,6 @@ def error_curves(curves: Dict[str, Sequence[float]], path: Path, title: str = ""
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
@@ -101,7 +105,8 @@ def x0_strip(frames: Sequence[torch.Tensor], path: Path, title: str = "") -> Pat
     ``frames`` are ``[C, H, W]`` images in [-1, 1], one per iteration.
     """
     frames = list(frames)
-    fig, axes = plt.subplots(1, len(frames), figsize=(1.2 * len(frames) + 0.5, 1.8), squeeze=False)
+    fig = Figure(figsize=(1.2 * len(frames) + 0.5, 1.8))
+    axes = fig.subplots(1, len(frames), squeeze=False)
     for k, (ax, f) in enumerate(zip(axes[0], frames)):
         arr = _to_uint8(f.unsqueeze(0))[0]
         ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=255)
@@ -111,5 +116,4 @@ def x0_strip(frames: Sequence[torch.Tensor], path: Path, title: str = "") -> Pat
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
