@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler
 
 import pitsolve
 from pitsolve.adapters.cli import build_parser, main
+from pitsolve.adapters.cli import sample as cli_sample
 from pitsolve.adapters.cli.ode import build_system
 from pitsolve.adapters.cli.models import weights_digest
 
+from diffusion_models import tiny_plain_unet as tiny_unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: The fields both commands' stats.json start with (docs/cli.md, "The header").
 HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module, restored after it: the models are tiny, more threads only add
-    synchronisation on a machine whose few cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_unet(seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)  # the random weights of the saved model; inside a fixture, not at import
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"))
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipe")
-    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler()).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpmsolver++", "euler"])
@@ -220,3 +202,9 @@ def test_solve_records_what_the_guard_did(tmp_path):
         assert row["budget_sweeps"] == sol.budget_sweeps
     assert any(row["fallbacks"] or row["budget_sweeps"] for row in on["rows"])
     assert all(row["fallbacks"] == [] and row["budget_sweeps"] == 0 for row in off["rows"])
+
+
+def test_cli_takes_the_largest_generator_seed(tmp_path):
+    parser = cli_sample.add_arguments(argparse.ArgumentParser())
+    cli_sample._check(parser.parse_args(["--seed", str(2**64 - 1), "--output", str(tmp_path / "out")]))
+    torch.Generator().manual_seed(2**64 - 1)  # what the check promises torch takes

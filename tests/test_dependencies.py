@@ -5,8 +5,8 @@ Diffusers, safetensors, Pillow, scikit-learn, SciPy and matplotlib belong to the
 ``pitsolve[diffusers]`` and ``pitsolve[plots]``.  A clean virtual environment cannot be built here
 (torch comes from a local build), so the checks hide the optional libraries from a fresh
 interpreter instead: before anything is imported, the path finder of ``sys.meta_path`` is replaced
-by one that does not see them.  SciPy is installed with torchdiffeq and torchsde themselves (their ``Requires-Dist``), so it
-is refused to every importer but those two.
+by one that does not see them.  SciPy is installed with torchdiffeq and torchsde themselves (their
+``Requires-Dist``), so it is refused to every importer but those two.
 """
 
 from __future__ import annotations
