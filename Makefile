@@ -10,10 +10,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: on these machines 2.13.0 is a local CPU build; any other
-# spec would pull CUDA packages.  Then the project with its test extras.
-$(STAMP): $(PY) pyproject.toml
+# spec would pull CUDA packages.  Then the project with every extra (Diffusers, plots)
+# and the test tools: the demo and the tests use them all.
+$(STAMP): $(PY) pyproject.toml setup.py
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[all,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

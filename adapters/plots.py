@@ -1,10 +1,10 @@
-"""Pictures of a parallel solve (matplotlib, Agg): residual heat map, error curves, x̂_0 strips, image grids.
+"""Pictures of a parallel solve (matplotlib): residual heat map, error curves, x̂_0 strips, image grids.
 
 Each function writes one PNG and returns its path.  They read only a
 :class:`pitsolve.Solution` (or plain tensors), so they work for any system.
-Each figure is a :class:`matplotlib.figure.Figure` on its own Agg canvas,
-never pyplot's: importing this module or drawing with it leaves the
-process's matplotlib backend (a notebook's, say) as it was.
+The figures are :class:`matplotlib.figure.Figure` objects drawn without pyplot, so importing
+this module leaves pyplot's backend (a notebook's, say) as it was.  Needs the extra
+``pitsolve[plots]`` (matplotlib, Pillow).
 """
 
 from __future__ import annotations
@@ -13,22 +13,18 @@ import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
+from ._extras import require_extra
 
-import pitsolve
+require_extra("plots", "matplotlib", "PIL", user="pitsolve.adapters.plots")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import pitsolve  # noqa: E402
 
 __all__ = ["residual_heatmap", "error_curves", "x0_strip", "image_grid", "save_image_grid"]
-
-
-def _figure(**kwargs) -> Figure:
-    """A figure on its own Agg canvas: no pyplot, no global backend, nothing to close."""
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def residual_heatmap(solution: pitsolve.Solution, path: Path, tol: Optional[float] = None, title: str = "") -> Path:
@@ -44,7 +40,7 @@ def residual_heatmap(solution: pitsolve.Solution, path: Path, tol: Optional[floa
         grid[k, start : start + r.size] = r
     tiny = np.nanmin(grid[grid > 0]) if np.any(grid > 0) else 1e-16
     grid = np.where(grid > 0, grid, tiny)
-    fig = _figure(figsize=(8, 3.5 + 0.05 * K))
+    fig = Figure(figsize=(8, 3.5 + 0.05 * K))
     ax = fig.subplots()
     img = ax.imshow(np.log10(grid), aspect="auto", origin="upper", cmap="viridis", interpolation="nearest",
                     extent=(0.5, N + 0.5, K + 0.5, 0.5))
@@ -62,7 +58,7 @@ def residual_heatmap(solution: pitsolve.Solution, path: Path, tol: Optional[floa
 
 def error_curves(curves: Dict[str, Sequence[float]], path: Path, title: str = "", ylabel: str = "error") -> Path:
     """One line per strategy: error (log scale) against iteration."""
-    fig = _figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for name, errs in curves.items():
         e = np.asarray([x if (x is not None and math.isfinite(x)) else np.nan for x in errs], dtype=float)
@@ -109,7 +105,7 @@ def x0_strip(frames: Sequence[torch.Tensor], path: Path, title: str = "") -> Pat
     ``frames`` are ``[C, H, W]`` images in [-1, 1], one per iteration.
     """
     frames = list(frames)
-    fig = _figure(figsize=(1.2 * len(frames) + 0.5, 1.8))
+    fig = Figure(figsize=(1.2 * len(frames) + 0.5, 1.8))
     axes = fig.subplots(1, len(frames), squeeze=False)
     for k, (ax, f) in enumerate(zip(axes[0], frames)):
         arr = _to_uint8(f.unsqueeze(0))[0]

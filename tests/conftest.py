@@ -1,6 +1,21 @@
-"""Shared problems for the core tests (float64, small) and a report of measured figures."""
+"""What several test modules share: small float64 problems, fixtures and the report of measured figures.
+
+Fixtures here: ``report`` (a line for the "measured" section of the summary), ``one_thread`` (one
+intra-op thread for a module: ``pytestmark = pytest.mark.usefixtures("one_thread")``), ``gmm`` (an
+exact two-dimensional Gaussian-mixture denoiser) and ``tiny_pipeline`` (a saved tiny
+``DDPMPipeline`` folder, as ``--model`` takes it).  The Diffusers models themselves are built in
+``tests/diffusion_models.py``; nothing here imports Diffusers until a fixture that needs it runs.
+
+Markers (pyproject.toml): ``slow`` and ``distributed``; ``make test`` runs all tests, and
+``pytest -m "not slow and not distributed"`` leaves those out.
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -8,6 +23,17 @@ import torch
 import pitsolve
 
 DT = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
+    sys.path.insert(0, str(ROOT))
+
+
+def load_example(name: str) -> ModuleType:
+    """The script ``examples/<name>.py`` as a module (examples/ is not a package), executed afresh."""
+    spec = importlib.util.spec_from_file_location(f"pitsolve_example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 _MEASURED: list[str] = []
 
 
@@ -22,6 +48,44 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured")
         for line in _MEASURED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module, restored after it.
+
+    The tensors and models of these tests are tiny, so more threads only add synchronisation, which
+    on a machine whose few cores are shared costs up to seconds per model call; results are compared
+    under the same setting.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A fresh CPU generator: every sample of a test draws its noise from its own seed."""
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def gmm():
+    """The exact denoiser of a random 3-component mixture in 2-D on DDPM's 1000-step linear schedule."""
+    from diffusers import DDPMScheduler
+
+    from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
+
+    acp = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    return GaussianMixtureDenoiser.random(2, components=3, alphas_cumprod=acp, seed=0, spread=1.0, std=0.3)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A folder holding a saved ``DDPMPipeline`` with a tiny UNet (seed 0); tests read it, never change it."""
+    from diffusion_models import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("pipeline"))
 
 
 # A 4-D non-normal linear system y' = A y.

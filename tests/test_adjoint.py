@@ -10,8 +10,6 @@ only to its discretisation error, O(h⁴) for rk4: 1e-6 on a grid of step 0.025 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +17,10 @@ import torchdiffeq
 
 import pitsolve
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
-    sys.path.insert(0, str(ROOT))
+# benchmarks/ is a folder of the repository, not of the installed package: tests/conftest.py puts the
+# repository on sys.path.
 
-from benchmarks.adjoint import SavedBytes  # noqa: E402
+from benchmarks.adjoint import SavedBytes
 
 F64 = torch.float64
 T = torch.linspace(0, 2, 17, dtype=F64)

@@ -1,17 +1,28 @@
-"""Bad input gives a typed error that names the value and the fix; never a hang or a wrong answer.
+"""Input to the core: bad input gives a typed error that names the value and the fix, never a hang or a
+wrong answer; valid input in every accepted form is accepted.
 
 Every error pitsolve raises for user input is a :class:`pitsolve.PitsolveError`
 and also the built-in type a caller would catch (``ValueError``, ``TypeError``,
 ``RuntimeError``).  Each test below checks the library's subclass *and* that
 the message names the offending value (and, where there is one, the fix).
+
+Accepted forms: numpy scalars and 0-dim tensors where a count, seed or tolerance is asked for; an
+SDE whose ``f``/``g`` call ``float(t)`` (``t`` is a 0-dim tensor, as in torchsde).  Also the public
+checks the solve loop reads — :meth:`BandedSystem.checked_error_ratio`,
+:meth:`BandedSystem.checked_costs`, :func:`pitsolve.extend.check_tolerance` — directly, and the
+per-call checks of ``func``/``sde`` (shape on every call, no in-place change of the state).
+The Diffusers bridge has its own file, tests/test_diffusion_bad_input.py.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 
+import numpy as np
 import pytest
 import torch
+import torchsde
 
 import pitsolve
 from pitsolve import (
@@ -25,6 +36,7 @@ from pitsolve import (
     SDESystem,
     Status,
 )
+from pitsolve.extend import check_positive_int, check_tolerance
 from pitsolve.initializers import Coarse
 from pitsolve.jacobians import Anderson, Dense, Diagonal, Parareal
 
@@ -85,6 +97,31 @@ class Linear(BandedSystem):
 
     def propagate(self, states, indices):
         return 0.5 * states if self.out is None else self.out(states)
+
+
+class Halving(BandedSystem):
+    def __init__(self, D=2, ratio=None, steps=1, coarse=1):
+        self.D, self.ratio, self.steps_per_interval, self.coarse_steps = D, ratio, steps, coarse
+
+    @property
+    def initial_state(self):
+        return torch.ones(self.D, dtype=F64)
+
+    @property
+    def num_intervals(self):
+        return N
+
+    def propagate(self, states, indices):
+        return 0.5 * states
+
+    def error_ratio(self, new, old, indices):
+        return super().error_ratio(new, old, indices) if self.ratio is None else self.ratio(new, old)
+
+
+def ratio(system, new=None, old=None):
+    new = torch.ones(N, system.D, dtype=F64) if new is None else new
+    old = 0.5 * torch.ones_like(new) if old is None else old
+    return system.checked_error_ratio(new, old, torch.arange(1, N + 1))
 
 
 # --------------------------------------------------------------------------- t
@@ -228,12 +265,26 @@ def test_bad_ode_options(kwargs, kind, match):
     check_kind(info.value, kind)
 
 
-def test_numpy_and_tensor_integers_are_accepted_as_counts():
-    np = pytest.importorskip("numpy")
+def test_numpy_and_tensor_numbers_are_accepted():
+    """Counts, seeds and tolerances as numpy scalars or 0-dim tensors give the solve of Python numbers."""
     system = ODESystem(decay, y0(), grid(), substeps=np.int64(2))
     assert system.substeps == 2 and type(system.substeps) is int
     sol = pitsolve.solve(system, window=torch.tensor(4), max_iters=np.int32(8), tol=np.float32(1e-8))
     assert sol.converged
+    assert pitsolve.solve(good_system(), tol=torch.tensor(1e-8)).converged
+    system = good_system()
+    sol = pitsolve.solve(system, window=np.int64(4), max_iters=np.int64(8), tol=np.float64(1e-10))
+    assert sol.converged
+    # Diagonal's options and seed: numpy integers give the solve of Python ints.
+    ref = pitsolve.solve(system, Diagonal(exact_below=0, probes=2, seed=3), tol=1e-10)
+    got = pitsolve.solve(system, Diagonal(exact_below=np.int64(0), probes=np.int32(2), seed=np.int64(3)), tol=1e-10)
+    assert torch.equal(ref.ys, got.ys)
+    assert Diagonal(seed=2**63 - 1).seed == 2**63 - 1 and Parareal(cost=np.int64(2)).cost == 2
+    # SDESystem's seed.
+    sde = OU()
+    a = pitsolve.sequential(SDESystem(sde, torch.ones(2, 3, dtype=F64), grid(), seed=3)).ys
+    b = pitsolve.sequential(SDESystem(sde, torch.ones(2, 3, dtype=F64), grid(), seed=np.int64(3))).ys
+    assert torch.equal(a, b)
 
 
 # --------------------------------------------------------------- solve options
@@ -582,3 +633,189 @@ def test_process_and_objects_stay_usable_after_errors():
         assert sol.converged and sol.status is Status.CONVERGED
         torch.testing.assert_close(sol.ys, ref, atol=1e-9, rtol=0)
     assert torch.is_grad_enabled() == grad_mode
+
+
+# ------------------------------------------------ the checks of tolerances and counts
+@pytest.mark.parametrize(
+    "tol", [1e-6, 0, np.float32(1e-3), np.float64(1e-6), np.array(2e-3), torch.tensor(1e-6), torch.tensor(1e-6, dtype=F64)],
+    ids=["float", "int", "np-float32", "np-float64", "np-0d-array", "tensor-f32", "tensor-f64"],
+)
+def test_check_tolerance_accepts_real_scalars(tol):
+    value = check_tolerance(tol)
+    assert type(value) is float and value == pytest.approx(float(tol))
+
+
+@pytest.mark.parametrize(
+    "tol, match",
+    [(-1e-3, r"tol=-0\.001 must be a finite number >= 0"), (float("nan"), r"tol=nan must be"),
+     (float("inf"), r"tol=inf must be"), ("1e-6", r"tol='1e-6' must be"), (True, r"tol=True must be"),
+     (torch.tensor(-1.0), r"tol=-1\.0 must be"), (torch.ones(2), r"tol=<a tensor of shape \(2,\).* must be"),
+     (None, r"tol=None must be")],
+    ids=["negative", "nan", "inf", "str", "bool", "tensor-negative", "tensor-1d", "none"],
+)
+def test_check_tolerance_refuses(tol, match):
+    with pytest.raises(InputValueError, match=match):
+        check_tolerance(tol)
+    with pytest.raises(InputValueError, match=match.replace("tol=", "atol_x=")):
+        check_tolerance(tol, "atol_x")
+
+
+def test_check_positive_int_accepts_numpy_and_0dim_tensors():
+    for value in (np.int64(4), np.int32(4), torch.tensor(4), 4):
+        assert check_positive_int(value, "window") == 4 and type(check_positive_int(value, "window")) is int
+    with pytest.raises(InputTypeError, match=r"window is a tensor of shape \(1,\), not an integer"):
+        check_positive_int(torch.tensor([4]), "window")
+    with pytest.raises(InputTypeError, match=r"window=tensor\(4\.\) is not an integer"):
+        check_positive_int(torch.tensor(4.0), "window")
+
+
+# --------------------------------------------------------- SDEs calling float(t)
+class TimeOU:
+    """dY = −t Y dt + 0.3 t dW, diagonal Itô noise, written with tensor operations on t."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def f(self, t, y):
+        return -t * y
+
+    def g(self, t, y):
+        return 0.3 * t * torch.ones_like(y)
+
+
+class FloatOU(TimeOU):
+    """The same SDE written with ``float(t)``, which works in torchsde (t is a 0-dim tensor) but not under vmap."""
+
+    def f(self, t, y):
+        return -float(t) * y
+
+    def g(self, t, y):
+        return 0.3 * float(t) * torch.ones_like(y)
+
+
+@pytest.mark.parametrize("method", ["euler", "milstein"])
+def test_sde_calling_float_t_works_per_interval(method):
+    y0, t = torch.ones(2, 3, dtype=F64), grid()
+    with pytest.warns(RuntimeWarning, match=r"sde\.[fg] cannot be batched over intervals with torch\.func\.vmap.*float"):
+        system = SDESystem(FloatOU(), y0, t, substeps=2, seed=1, method=method)
+    reference = SDESystem(TimeOU(), y0, t, substeps=2, seed=1, method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, at construction
+        sol = pitsolve.solve(system, tol=1e-10)
+    assert sol.converged
+    torch.testing.assert_close(sol.ys, pitsolve.solve(reference, tol=1e-10).ys, rtol=0, atol=1e-12)
+    if method == "euler":
+        ys = torchsde.sdeint(FloatOU(), y0, t, bm=system.brownian_motion(), dt=1.0 / (2 * N), method=method)
+        torch.testing.assert_close(sol.ys, ys, rtol=0, atol=1e-9)
+
+
+def test_sde_user_errors_are_not_retried_as_vmap_failures():
+    class Broken(TimeOU):
+        def g(self, t, y):
+            raise ZeroDivisionError("user g failed")
+
+    with pytest.raises(ZeroDivisionError, match="user g failed"):
+        SDESystem(Broken(), torch.ones(2, 3, dtype=F64), grid())
+
+
+# -------------------------------------------- checked_error_ratio / checked_costs
+def test_checked_error_ratio_returns_the_default_measure():
+    system = Halving()
+    new, old = torch.randn(N, 2, dtype=F64), torch.randn(N, 2, dtype=F64)
+    idx = torch.arange(1, N + 1)
+    torch.testing.assert_close(system.checked_error_ratio(new, old, idx), system.error_ratio(new, old, idx))
+    ode = ODESystem(decay, torch.ones(3, dtype=F64), grid())
+    new3 = torch.randn(N, 3, dtype=F64)
+    torch.testing.assert_close(ode.checked_error_ratio(new3, 0 * new3, idx), ode.error_ratio(new3, 0 * new3, idx))
+
+
+@pytest.mark.parametrize(
+    "fn, kind, match",
+    [
+        (lambda new, old: torch.zeros(2 * new.shape[0], dtype=F64), InputValueError,
+         r"Halving\.error_ratio returned shape \(16,\), expected \(8,\) \(one measure per point of a batch of 8\)"),
+        (lambda new, old: torch.tensor(0.0, dtype=F64), InputValueError,
+         r"Halving\.error_ratio returned shape \(\), expected \(8,\)"),
+        (lambda new, old: torch.zeros(new.shape[0], 1, dtype=F64), InputValueError,
+         r"returned shape \(8, 1\), expected \(8,\).*return a 1-D tensor of length B"),
+        (lambda new, old: 0.5, InputTypeError, r"Halving\.error_ratio returned a float; return a 1-D floating-point"),
+        (lambda new, old: torch.zeros(new.shape[0], dtype=torch.long), InputTypeError,
+         r"Halving\.error_ratio returned dtype torch\.int64; return a floating-point tensor"),
+        (lambda new, old: torch.full((new.shape[0],), float("nan"), dtype=F64), InputValueError,
+         r"Halving\.error_ratio returned NaN for finite states \(rows \[0, 1, .*\] of 8\); make it finite there"),
+    ],
+    ids=["2B", "scalar", "B1", "float", "int-dtype", "nan"],
+)
+def test_checked_error_ratio_refuses(fn, kind, match):
+    with pytest.raises(kind, match=match):
+        ratio(Halving(ratio=fn))
+
+
+def test_checked_error_ratio_lets_nan_of_nonfinite_states_through():
+    new = torch.ones(N, 2, dtype=F64)
+    new[3, 0] = float("nan")
+    out = ratio(Halving(), new=new)
+    assert torch.isnan(out[3]) and torch.isfinite(out[:3]).all()
+
+
+def test_solve_checks_error_ratio():
+    with pytest.raises(InputValueError, match=r"error_ratio returned shape \(\d+, 1\)"):
+        pitsolve.solve(Halving(ratio=lambda new, old: (new - old).abs().amax(1, keepdim=True)))
+
+
+def test_checked_costs():
+    assert ODESystem(decay, torch.ones(3, dtype=F64), grid(), substeps=3).checked_costs() == (3, 1)
+    costs = Halving(steps=np.int64(2), coarse=torch.tensor(1)).checked_costs()
+    assert costs == (2, 1) and all(type(c) is int for c in costs)
+    with pytest.raises(InputTypeError, match=r"Halving\.steps_per_interval=1\.5 is not an integer \(float\)"):
+        Halving(steps=1.5).checked_costs()
+    with pytest.raises(InputValueError, match=r"Halving\.coarse_steps=-1 must be >= 1 \(the fine steps one coarse G_n"):
+        Halving(coarse=-1).checked_costs()
+
+
+# ------------------------------------------------------- per-call checks of Φ
+def test_sde_outputs_are_checked_on_every_call():
+    class Later(TimeOU):
+        calls = 0
+
+        def g(self, t, y):
+            Later.calls += 1
+            return 0.3 * torch.ones_like(y) if Later.calls < 4 else 0.3 * torch.ones_like(y[..., :1])
+
+    with pytest.raises(InputValueError, match=r"sde\.g returned shape \(2, 1\) for y of shape \(2, 3\).*"
+                                              r"make it return shape \(2, 3\)"):
+        pitsolve.solve(SDESystem(Later(), torch.ones(2, 3, dtype=F64), grid()))
+
+
+def test_func_returning_another_dtype_later_is_refused():
+    calls = [0]
+
+    def func(t, y):
+        calls[0] += 1
+        return -y if calls[0] < 3 else (-y).float()
+
+    with pytest.raises(InputTypeError, match=r"func returned dtype torch\.float32 but y0 has dtype torch\.float64"):
+        pitsolve.solve(ODESystem(func, torch.ones(2, dtype=F64), grid(), batched_func=True))
+
+
+def test_in_place_func_under_vmap_is_refused_and_leaves_y0_alone():
+    y0 = torch.ones(3, dtype=F64)
+    with pytest.raises(InputValueError, match=r"func modified its input y in place"):
+        ODESystem(lambda t, y: y.mul_(2), y0, grid())
+    with pytest.raises(InputValueError, match=r"Halving2\.propagate modified its input states in place"):
+        pitsolve.solve(Halving2(), "newton")
+
+
+class Halving2(Halving):
+    def propagate(self, states, indices):
+        states += 0  # in place, even if it changes nothing
+        return 0.5 * states
+
+
+@pytest.mark.parametrize("jacobian", ["identity", "newton", "diagonal", "parareal"])
+def test_valid_systems_pass_the_per_call_checks(jacobian):
+    system = ODESystem(lambda t, y: (-y[0], y[0][:2] - y[1]), (torch.ones(3, dtype=F64), torch.zeros(2, dtype=F64)),
+                       grid(), func_dtype=torch.float32)
+    sol = pitsolve.solve(system, jacobian, tol=1e-6)
+    assert sol.converged
+    with torch.inference_mode():  # inference tensors track no versions: the in-place check steps aside
+        assert pitsolve.solve(ODESystem(decay, torch.ones(3, dtype=F64), grid()), jacobian, tol=1e-6).converged

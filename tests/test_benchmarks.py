@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("matplotlib")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
-    sys.path.insert(0, str(ROOT))
+# benchmarks/ is a folder of the repository, not of the installed package: tests/conftest.py puts the
+# repository on sys.path.
 
 from benchmarks import run as runner  # noqa: E402
 from benchmarks import suites  # noqa: E402
@@ -110,6 +107,7 @@ def test_loosest_passing_bisects_to_the_loosest_tol_meeting_the_target(passing_f
     assert len(calls) <= 4  # ⌈log₂ 9⌉ for 8 tolerances
 
 
+@pytest.mark.slow
 def test_loop_overhead_ratios_are_against_the_unet_only_loop():
     from benchmarks import loop_overhead
 
@@ -123,6 +121,7 @@ def test_loop_overhead_ratios_are_against_the_unet_only_loop():
         assert r["ms_per_step"] == pytest.approx(1e3 * r["seconds"] / 3)
 
 
+@pytest.mark.slow
 def test_auto_window_report_records_the_pick_it_would_make(monkeypatch):
     from benchmarks import auto_window
     from pitsolve._tuning import best_window

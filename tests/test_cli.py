@@ -16,33 +16,21 @@ import numpy as np
 import pytest
 import torch
 import torchdiffeq
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler
 
 import pitsolve
 from pitsolve.adapters.cli import build_parser, main, ode, options, sample
+from pitsolve.adapters.cli import sample as cli_sample
 from pitsolve.adapters.cli.ode import build_system
 from pitsolve.adapters.cli.models import weights_digest
 from pitsolve.adapters.diffusion.rules.registry import sampler as sampler_entry
 
+from diffusion_models import tiny_plain_unet as tiny_unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: The fields both commands' stats.json start with (docs/cli.md, "The header").
 HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module, restored after it: the models are tiny, more threads only add
-    synchronisation on a machine whose few cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_unet(seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)  # the random weights of the saved model; inside a fixture, not at import
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"))
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +49,6 @@ def user_ode(tmp_path_factory):
             return y[:1]
         """))
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipe")
-    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler()).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpmsolver++", "euler"])
@@ -423,3 +404,9 @@ def test_imports_leave_the_matplotlib_backend_alone(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "svg"]
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_takes_the_largest_generator_seed(tmp_path):
+    parser = cli_sample.add_arguments(argparse.ArgumentParser())
+    cli_sample._check(parser.parse_args(["--seed", str(2**64 - 1), "--output", str(tmp_path / "out")]))
+    torch.Generator().manual_seed(2**64 - 1)  # what the check promises torch takes

@@ -1,4 +1,9 @@
-"""The sequential reference equals torchdiffeq's and torchsde's own integrators (issue check 2)."""
+"""The sequential reference equals torchdiffeq's and torchsde's own integrators on the same grid.
+
+Every fixed-grid ODE method (increasing and decreasing times, tuple states) against
+``torchdiffeq.odeint``; Itô and Stratonovich SDEs (diagonal and general noise) against
+``torchsde.sdeint`` driven by the system's own Brownian path.
+"""
 
 from __future__ import annotations
 

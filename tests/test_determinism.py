@@ -20,37 +20,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 import pitsolve
 from pitsolve.adapters import plots
 from pitsolve.adapters.cli import build_parser, main
 from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
-from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
 from pitsolve.jacobians import Anderson, Diagonal
 
-from conftest import DT, ou_system, vdp_system
+from conftest import DT, STRATEGIES, gen, ou_system, vdp_system
 from diffusion_models import tiny_unet
 
-STRATEGIES = sorted(pitsolve.jacobians.REGISTRY)
-ACP = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module, restored after it.
-
-    The tensors here are tiny, so more threads only add synchronisation, which on a machine whose
-    few cores are shared costs seconds per model call; results are compared under the same setting.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flat(ys) -> torch.Tensor:
@@ -82,11 +63,6 @@ def wide_ode(N: int = 6) -> pitsolve.ODESystem:
     A = -torch.eye(24, dtype=DT) + 0.1 * torch.randn(24, 24, generator=gen(11), dtype=DT)
     return pitsolve.ODESystem(lambda t, y: torch.tanh(A @ y), torch.linspace(-1, 1, 24, dtype=DT),
                               torch.linspace(0, 2, N + 1, dtype=DT))
-
-
-@pytest.fixture(scope="module")
-def gmm():
-    return GaussianMixtureDenoiser.random(2, components=3, alphas_cumprod=ACP, seed=0, spread=1.0, std=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -279,17 +255,6 @@ PRESENTATION = {"output", "no_progress", "command", "cmd"}
 HEADER = ("command", "versions", "threads", "device", "seed", "settings", "machine")
 
 
-@pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    torch.manual_seed(0)  # the random weights of the saved model; inside a fixture, not at import
-    model = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-                        norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                        up_block_types=("UpBlock2D", "UpBlock2D"))
-    folder = tmp_path_factory.mktemp("pipeline")
-    DDPMPipeline(unet=model, scheduler=DDPMScheduler()).save_pretrained(folder)
-    return folder
-
-
 def run_sample(argv, monkeypatch):
     """``pitsolve sample`` in this process: its stats.json and the two samples it drew."""
     grids = {}
@@ -337,8 +302,8 @@ def computed_options(argv):
     return {k: v for k, v in vars(build_parser().parse_args(argv)).items() if k not in PRESENTATION}
 
 
-def test_sample_json_records_every_setting(pipeline_folder, tmp_path, monkeypatch):
-    argv = ["sample", "--model", str(pipeline_folder), "--scheduler", "ddpm", "--steps", "4", "--intervals", "2",
+def test_sample_json_records_every_setting(tiny_pipeline, tmp_path, monkeypatch):
+    argv = ["sample", "--model", str(tiny_pipeline), "--scheduler", "ddpm", "--steps", "4", "--intervals", "2",
             "--window", "2", "--num-images", "1", "--tol", "1e-3", "--seed", "11", "--jacobian", "anderson",
             "--output", str(tmp_path / "a"), "--no-progress"]
     stats, grids = run_sample(argv, monkeypatch)
@@ -373,9 +338,9 @@ def test_sample_json_records_every_setting(pipeline_folder, tmp_path, monkeypatc
     assert third["command"] == with_output_command(stats["command"], tmp_path / "c")
 
 
-def test_sample_command_survives_paths_with_spaces(pipeline_folder, tmp_path, monkeypatch):
+def test_sample_command_survives_paths_with_spaces(tiny_pipeline, tmp_path, monkeypatch):
     spaced = tmp_path / "my model"
-    spaced.symlink_to(pipeline_folder, target_is_directory=True)
+    spaced.symlink_to(tiny_pipeline, target_is_directory=True)
     argv = ["sample", "--model", str(spaced), "--scheduler", "ddim", "--steps", "2", "--num-images", "1",
             "--no-guard", "--output", str(tmp_path / "my out"), "--no-progress"]
     stats, _ = run_sample(argv, monkeypatch)

@@ -1,10 +1,12 @@
-"""Bad input to the Diffusers bridge: a typed error naming the value and the fix, before any model call.
+"""Input to the Diffusers bridge: bad input gives a typed error naming the value and the fix, before any
+model call; counts as numpy integers, and the UNet sizes and conditioning a model takes, are accepted.
 
 Every error is a :class:`pitsolve.PitsolveError` and also the built-in type a
 caller would catch (``ValueError``/``TypeError``; ``FloatingPointError`` and
 ``RuntimeError`` for a model that returns NaN).  Models are spies that count
 their calls, so each test also checks that validation happened before the
-first one: a bad argument costs no model time.
+first one: a bad argument costs no model time.  The core's input is checked in
+tests/test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from diffusers import (
 )
 
 from pitsolve import ConvergenceError, InputTypeError, InputValueError, NonFiniteError, PitsolveError
-from pitsolve.adapters.diffusers import ParallelDiffusionPipeline, parallel_sample, sequential_sample
+from pitsolve.adapters.diffusers import ParallelDiffusionPipeline, build_system, parallel_sample, sequential_sample
 from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
 
+from conftest import gen
 from diffusion_models import tiny_cond_unet, tiny_unet
 
 T = 8
@@ -58,10 +61,6 @@ def gmm_spy() -> Spy:
 
 def cond_spy() -> Spy:
     return Spy(tiny_cond_unet(dtype=torch.float32))
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def check(info, kind, spy=None) -> None:
@@ -404,3 +403,47 @@ def test_from_pipe_unknown_component_or_not_a_pipeline(ddpm_pipe):
         ParallelDiffusionPipeline.from_pipe(ddpm_pipe, unett=ddpm_pipe.unet)
     with pytest.raises(InputTypeError, match=r"needs a Diffusers pipeline with a unet, got UNet2DModel"):
         ParallelDiffusionPipeline.from_pipe(ddpm_pipe.unet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accepted: numpy counts, the UNet sizes and conditioning the model takes
+
+
+def test_diffusion_accepts_numpy_integers():
+    options = dict(shape=(1, 1, 8, 8), tol=1e-3)
+    ref, _ = parallel_sample(tiny_unet(dtype=torch.float32), DDIMScheduler(), num_inference_steps=4, intervals=2,
+                             window=2, max_iters=5, preconditioning_steps=1, max_batch=4,
+                             generator=torch.Generator().manual_seed(3), **options)
+    got, _ = parallel_sample(tiny_unet(dtype=torch.float32), DDIMScheduler(), num_inference_steps=np.int64(4),
+                             intervals=np.int64(2), window=np.int64(2), max_iters=np.int64(5),
+                             preconditioning_steps=np.int64(1), max_batch=np.int64(4),
+                             generator=torch.Generator().manual_seed(3), **options)
+    assert torch.equal(ref, got)
+
+
+def deep_unet():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 8, 16),
+        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=4,
+    ).eval()
+
+
+def test_unet_sizes_and_conditioning_the_model_takes_are_accepted():
+    generator = gen(0)
+    build_system(deep_unet(), DDIMScheduler(), num_inference_steps=2, shape=(1, 1, 12, 20), generator=generator)
+    with pytest.raises(InputValueError, match=r"shape has shape \(1, 1, 12, 6\).*multiples of 4.*\(1, 1, 12, 4\) or "
+                                              r"\(1, 1, 12, 8\)"):
+        build_system(deep_unet(), DDIMScheduler(), num_inference_steps=2, shape=(1, 1, 12, 6), generator=generator)
+    # UNet2DConditionModel forwards odd sizes to its upsamplers: any size goes.
+    x, sol = parallel_sample(tiny_cond_unet(dtype=torch.float32), DDIMScheduler(), num_inference_steps=2,
+                             shape=(1, 4, 7, 7), encoder_hidden_states=torch.randn(1, 3, 16), generator=generator)
+    assert x.shape == (1, 4, 7, 7) and torch.isfinite(x).all()
+    build_system(tiny_unet(num_class_embeds=10), DDIMScheduler(), num_inference_steps=2, shape=(1, 1, 8, 8),
+                 class_labels=torch.tensor([3]), generator=generator)
+    with pytest.raises(InputValueError, match=r"class_labels were given but the UNet has no class embedding"):
+        build_system(tiny_cond_unet(), DDIMScheduler(), num_inference_steps=2, shape=(1, 4, 8, 8),
+                     encoder_hidden_states=torch.randn(1, 3, 16, dtype=torch.float64),
+                     class_labels=torch.tensor([3]), generator=generator)

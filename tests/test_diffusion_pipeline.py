@@ -33,16 +33,13 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from pitsolve import Solution
 from pitsolve.adapters.diffusers import ParallelDiffusionPipeline, ParallelPipelineOutput, sequential_sample
 
+from conftest import gen
 from diffusion_models import tiny_unet
 
 STEPS = 8
 BATCH = 2
 #: Stopping tolerance δ (Eq. 14) for "parallel equals sequential" checks: far below any visible change.
 TIGHT = 1e-9
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def rel_err(a, b) -> float:

@@ -1,4 +1,10 @@
-"""Parallel sampling reproduces the sequential sampler, which reproduces Diffusers' own loop (issue checks 2, 3, 5)."""
+"""Parallel sampling reproduces the sequential sampler, which reproduces Diffusers' own loop.
+
+The sequential sampler against Diffusers' scheduler loop (DDPM, DDIM, DPM-Solver++ 2M) with the
+same noise; the parallel solve against the sequential one for UNet2DModel, every Jacobian
+strategy, a conditional UNet with classifier-free guidance and class labels; and the noise itself
+(different across images and seeds, shared by both solves, DDIM's η noise included).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 import pitsolve
 from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
 
+from conftest import gen
 from diffusion_models import tiny_cond_unet, tiny_unet
 
 DT = torch.float64
@@ -21,10 +28,6 @@ def schedulers():
         "dpm2m": DPMSolverMultistepScheduler(num_train_timesteps=1000, solver_order=2,
                                              algorithm_type="dpmsolver++"),
     }
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def diffusers_loop(unet, scheduler, steps, latents, generator, **unet_kwargs):
@@ -69,7 +72,9 @@ def test_parallel_equals_sequential_unet2d(name, intervals):
     assert sol.iterations <= intervals
 
 
-@pytest.mark.parametrize("jacobian", sorted(pitsolve.jacobians.REGISTRY))
+# dense builds the full Jacobian of the step, one UNet JVP per state entry: ~5-10x the time of the others
+@pytest.mark.parametrize("jacobian", [pytest.param(name, marks=pytest.mark.slow) if name == "dense" else name
+                                      for name in sorted(pitsolve.jacobians.REGISTRY)])
 def test_parallel_every_strategy(jacobian):
     unet, scheduler = tiny_unet(), schedulers()["dpm2m"]
     kw = dict(num_inference_steps=10, shape=(1, 1, 8, 8), intervals=5)
@@ -78,6 +83,7 @@ def test_parallel_every_strategy(jacobian):
     assert rel_err(par, seq) < 1e-6, sol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm2m"])
 def test_parallel_conditional_unet_with_guidance(name):
     unet, scheduler = tiny_cond_unet(), schedulers()[name]

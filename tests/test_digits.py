@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from pitsolve.adapters import digits
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from conftest import load_example
 
 # Measured test accuracy of the bundled classifier (CLASSIFIER_DIR/config.json): 0.983; minus a margin.
 MIN_TEST_ACCURACY = 0.95
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"pitsolve_example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +50,7 @@ def test_bundled_pipeline_loads_offline_and_samples(report):
     report(f"digits DDPM: {n_params:,} parameters")
 
 
+@pytest.mark.slow
 def test_bundled_samples_are_digits(classifier, report):
     """DDIM-20 samples: far closer to the real digits than noise is, and every digit class appears."""
     from diffusers import DDIMScheduler

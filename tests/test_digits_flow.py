@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +9,10 @@ import torch
 from pitsolve.adapters import digits
 from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from conftest import load_example
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEPS = 28
 SHAPE = (2, 1, 16, 16)
 # Fréchet d² of 64 Euler-28 samples (seed 0) to the real test digits, measured 12.9 (the DDPM's DDIM-28: 14.8;
@@ -19,26 +20,9 @@ SHAPE = (2, 1, 16, 16)
 FLOW_FD_64_BOUND = 30.0
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"pitsolve_example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def relative_rms(a, b) -> float:
     a, b = a.double(), b.double()
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module, restored after it (as tests/test_cli.py): the model is tiny, more
-    threads only add synchronisation on a machine whose few cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

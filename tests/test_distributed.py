@@ -160,6 +160,7 @@ def check_equivalence(results, world, reference):
             assert max_diff(got_ys, results["result0"]["solutions"][case][0]) == 0.0  # every rank: the same Solution
 
 
+@pytest.mark.distributed
 def test_gloo_two_ranks_give_the_single_process_solution(two_ranks, reference, report):
     _, results, _ = two_ranks
     check_equivalence(results, 2, reference)
@@ -167,11 +168,13 @@ def test_gloo_two_ranks_give_the_single_process_solution(two_ranks, reference, r
     report(f"distributed, 2 gloo ranks: ODE identity used {calls} exchanges, rank 1 evaluated {rows} rows")
 
 
+@pytest.mark.distributed
 def test_gloo_three_ranks_give_the_single_process_solution(three_ranks, reference):
     _, results, _ = three_ranks
     check_equivalence(results, 3, reference)
 
 
+@pytest.mark.distributed
 def test_mismatched_ranks_raise_the_same_error_on_every_rank(two_ranks):
     _, results, _ = two_ranks
     for case, field in (("mismatch_tol", "tol"), ("mismatch_state", "initial_state")):
@@ -183,6 +186,7 @@ def test_mismatched_ranks_raise_the_same_error_on_every_rank(two_ranks):
         assert max(f["seconds"] for f in found) < 30  # found at the start, no timeout involved
 
 
+@pytest.mark.distributed
 def test_a_ranks_own_error_is_raised_on_every_rank(two_ranks):
     _, results, _ = two_ranks
     found = [results[f"result{r}"]["remote_error"] for r in range(2)]
@@ -192,6 +196,7 @@ def test_a_ranks_own_error_is_raised_on_every_rank(two_ranks):
     assert found[1]["cause"] == "NonFiniteError"  # the failing rank chains its own exception
 
 
+@pytest.mark.distributed
 def test_non_convergence_reports_the_same_status_on_every_rank(two_ranks):
     _, results, _ = two_ranks
     partial = [results[f"result{r}"]["not_converged"]["value"] for r in range(2)]
@@ -203,6 +208,7 @@ def test_non_convergence_reports_the_same_status_on_every_rank(two_ranks):
     assert all(results[f"result{r}"]["after_errors"]["value"][0] == "CONVERGED" for r in range(2))
 
 
+@pytest.mark.distributed
 def test_roundoff_split_ends_with_rank_0s_trajectory(two_ranks, reference):
     _, results, _ = two_ranks
     for r in range(2):
@@ -211,6 +217,7 @@ def test_roundoff_split_ends_with_rank_0s_trajectory(two_ranks, reference):
         assert max_diff(ys, results["result0"]["roundoff"]["value"][1]) == 0.0
 
 
+@pytest.mark.distributed
 def test_a_group_of_one_rank_in_this_process(tmp_path):
     import torch.distributed as dist
 
@@ -228,6 +235,7 @@ def test_a_group_of_one_rank_in_this_process(tmp_path):
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_a_dead_rank_fails_the_others_naming_it(three_ranks, report):
     out, results, codes = three_ranks
     assert codes[2] == 7, codes  # the rank that died
@@ -242,6 +250,7 @@ def test_a_dead_rank_fails_the_others_naming_it(three_ranks, report):
     report(f"distributed, 3 gloo ranks: rank 2 died; ranks 0 and 1 named it after {delays}")
 
 
+@pytest.mark.distributed
 def test_a_hung_rank_fails_the_others_within_the_timeout(two_ranks, report):
     out, results, _ = two_ranks
     found = results["failure0"]

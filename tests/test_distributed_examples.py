@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
+pytestmark = pytest.mark.distributed
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 

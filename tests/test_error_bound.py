@@ -34,6 +34,7 @@ def lorenz(t, y):
     return torch.stack([10 * (v - x), x * (28 - z) - v, x * v - 8 / 3 * z], -1)
 
 
+@pytest.mark.slow  # about a minute each on 2 shared cores
 def test_jacobi_on_a_slow_flow_is_within_tol_where_eq14_is_not():
     """Eq. 14 accepts all 1000 points after one sweep, 58×tol away; the error bound does not."""
     system = slow_decay()
@@ -46,6 +47,7 @@ def test_jacobi_on_a_slow_flow_is_within_tol_where_eq14_is_not():
     assert measured <= 1e-3 and rel_rms(sol.ys, ref) <= 2e-3  # the measure's scale is 1 + |y| ≈ 2|y|
 
 
+@pytest.mark.slow  # about a minute each on 2 shared cores
 def test_a_chaotic_horizon_is_reported_not_passed_off_as_converged():
     """Lorenz over 20 time units amplifies errors ~e^18: the bare Anderson solve cannot certify 1e-2."""
     system = pitsolve.ODESystem(lorenz, torch.ones(3, dtype=F64), torch.linspace(0, 20, 1001, dtype=F64),

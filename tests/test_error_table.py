@@ -42,7 +42,7 @@ from pitsolve.adapters.cli import main as cli_main
 from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
 from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
 
-from conftest import NoisyMap
+from conftest import NoisyMap, gen
 from diffusion_models import tiny_unet
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -207,10 +207,6 @@ def deep_unet():
 def gmm():
     abar = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
     return GaussianMixtureDenoiser.random(SHAPE[1:], components=2, alphas_cumprod=abar)
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def sample(model=None, scheduler=None, **kwargs):

@@ -8,19 +8,17 @@ continues, in their namespace.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 import pitsolve
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, load_example
+
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-DEMO = ROOT / "examples" / "ode_demo.py"
 
 # A point is accepted when RMS(ΔX_n / s_n) <= tol with s_n = 1 + |X_n| (ODESystem's defaults).
 # On the demo's Van der Pol orbit |X| <= 2 entrywise, so s_n <= 3 and the last update of each of
@@ -69,6 +67,7 @@ def test_readme_has_python_blocks():
     assert len(readme_blocks()) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(readme_blocks())))
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -80,23 +79,18 @@ def test_docs_have_python_blocks():
     assert {"index.md", "strategies.md", "api.md", "diffusers.md"} <= pages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page, index", docs_blocks(), ids=[f"{p}-{i}" for p, i in docs_blocks()])
 def test_docs_block_runs(page, index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_block(DOCS / page, index)
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("pitsolve_example_ode_demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+@pytest.mark.slow
 def test_ode_demo_writes_plot_and_stats(tmp_path):
     out = tmp_path / "demo"
     argv = ["--output", str(out), "--intervals", "16", "--substeps", "1", "--tol", str(DEMO_TOL), "--repeats", "1"]
-    returned = load_demo().main(argv)
+    returned = load_example("ode_demo").main(argv)
 
     png = out / "convergence.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,10 +113,7 @@ def test_ode_demo_writes_plot_and_stats(tmp_path):
 
 def test_neural_ode_spiral_losses_agree_with_torchdiffeq():
     """Tiny settings: both trainings see the same weights and batches; their losses differ by rk4's error."""
-    spec = importlib.util.spec_from_file_location("pitsolve_example_spiral", ROOT / "examples" / "neural_ode_spiral.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    summary = module.main(["--niters", "3", "--data-size", "200", "--batch-time", "8", "--batch-size", "4",
+    summary = load_example("neural_ode_spiral").main(["--niters", "3", "--data-size", "200", "--batch-time", "8", "--batch-size", "4",
                            "--print-every", "1"])
     theirs, ours = summary["losses"]["torchdiffeq"], summary["losses"]["pitsolve"]
     assert len(theirs) == len(ours) == 3

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,20 +11,14 @@ from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
 
 from diffusion_models import tiny_unet  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
-    sys.path.insert(0, str(ROOT))
+# benchmarks/ is a folder of the repository, not of the installed package: tests/conftest.py puts the
+# repository on sys.path.
 
 from benchmarks.suites import peers  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny UNet's calls take milliseconds; intra-op threads on a busy machine only spin (0.5 s a call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tiny UNet's calls take milliseconds; intra-op threads on a busy machine only spin (0.5 s a call).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

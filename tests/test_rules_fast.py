@@ -32,16 +32,13 @@ from pitsolve.adapters.diffusion.rules import (
     UniPCMultistepRule,
 )
 
+from conftest import gen
 from diffusion_models import tiny_unet
 
 F32, F64 = torch.float32, torch.float64
 SHAPE = (2, 1, 4, 4)
 STEPS = 12
 ABAR = diffusers.DDPMScheduler().alphas_cumprod.to(F64)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def rel(a, b):

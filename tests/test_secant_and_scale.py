@@ -10,14 +10,10 @@ import pitsolve
 from pitsolve.adapters.diffusers import build_system, parallel_sample, sequential_sample
 from pitsolve.jacobians import Cost, Identity, Secant, Sweep
 
-from conftest import linear_system, max_err, vdp_system
+from conftest import gen, linear_system, max_err, vdp_system
 from diffusion_models import tiny_unet
 
 DT = torch.float64
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def rel_err(a, b):
@@ -107,6 +103,7 @@ def test_identity_takes_carried_history_from_phi():
     assert not torch.allclose(out[:, rest], whole[:, rest])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rest", ["phi", "identity"])
 def test_identity_rest_matches_sequential_on_a_multistep_sampler(rest):
     system = dpm_system()

@@ -1,13 +1,19 @@
 """The bridge to Diffusers: schedulers, UNets and pipelines, sampled in parallel.
 
+Needs the extra ``pitsolve[diffusers]`` (Diffusers, safetensors, Pillow).
+
 >>> samples, solution = parallel_sample(unet, scheduler, num_inference_steps=50)  # doctest: +SKIP
 """
 
-from .models import UNetModel
-from .options import SAMPLER_DEFAULT, Conditioning, SampleSetup, SolveOptions
-from .pipeline import ParallelDiffusionPipeline, ParallelPipelineOutput
-from .sampling import DEFAULT_TOL, build_system, draw_noise, parallel_sample, sequential_sample
-from .schedulers import SUPPORTED_SCHEDULERS, rule_from_scheduler
+from .._extras import require_extra
+
+require_extra("diffusers", "diffusers", "safetensors", "PIL", user="pitsolve.adapters.diffusers")
+
+from .models import UNetModel  # noqa: E402
+from .options import SAMPLER_DEFAULT, Conditioning, SampleSetup, SolveOptions  # noqa: E402
+from .pipeline import ParallelDiffusionPipeline, ParallelPipelineOutput  # noqa: E402
+from .sampling import DEFAULT_TOL, build_system, draw_noise, parallel_sample, sequential_sample  # noqa: E402
+from .schedulers import SUPPORTED_SCHEDULERS, rule_from_scheduler  # noqa: E402
 
 __all__ = [
     "parallel_sample",

@@ -10,12 +10,27 @@
 
 All the weights are trained by the scripts in ``examples/``
 (``train_digits.py``, ``train_digits_flow.py``, ``train_digits_classifier.py``).
+
+Needs the extra ``pitsolve[diffusers]``: Diffusers and safetensors to load the models, scikit-learn
+for the data, SciPy for the Fréchet distance.
 """
 
-from .classifier import CLASSIFIER_DIR, DigitsClassifier, load_classifier, save_classifier
-from .data import load_digits_images
-from .metrics import classifier_confidence, classifier_features, frechet_distance, predicted_labels
-from .model import FLOW_MODEL_DIR, MODEL_DIR, UNET_CONFIG, build_unet, load_flow, load_pipeline, sample_digits
+from .._extras import require_extra
+
+require_extra("diffusers", "diffusers", "safetensors", user="pitsolve.adapters.digits")
+
+from .classifier import CLASSIFIER_DIR, DigitsClassifier, load_classifier, save_classifier  # noqa: E402
+from .data import load_digits_images  # noqa: E402
+from .metrics import classifier_confidence, classifier_features, frechet_distance, predicted_labels  # noqa: E402
+from .model import (  # noqa: E402
+    FLOW_MODEL_DIR,
+    MODEL_DIR,
+    UNET_CONFIG,
+    build_unet,
+    load_flow,
+    load_pipeline,
+    sample_digits,
+)
 
 __all__ = [
     "CLASSIFIER_DIR",

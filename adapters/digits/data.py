@@ -17,6 +17,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from .._extras import require_extra
+
 SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -28,6 +30,7 @@ def load_digits_images(split: str = "train", size: int = 16) -> Tuple[torch.Tens
         raise ValueError(f"split={split!r} is not one of {SPLITS}.")
     if not (isinstance(size, int) and size >= 8):
         raise ValueError(f"size={size!r}: expected an int >= 8 (the digits are 8×8).")
+    require_extra("diffusers", "sklearn", user="load_digits_images")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

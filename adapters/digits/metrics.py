@@ -39,6 +39,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .._extras import require_extra
 from .classifier import DigitsClassifier, load_classifier
 from .data import load_digits_images
 
@@ -98,6 +99,7 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     route) this stays real and exact when a covariance is singular, as it is
     whenever a feature (a ReLU unit) is constant over a set of images.
     """
+    require_extra("diffusers", "scipy", user="frechet_distance")
     from scipy import linalg
 
     w, v = linalg.eigh(s1)
