@@ -191,11 +191,11 @@ class ErrorBound:
                     anchor: Optional[torch.Tensor] = None):
         """``J_a ê`` from the twin row, and its gain per part (``image`` is point ``index``).
 
-        The gain is measured in the system's measure, as the secants are: ``J_a ê`` at point
-        ``index`` over ``ê`` at the anchor ``index − 1`` (``anchor``; its own scale).  So on a flow
-        whose states shrink with their scale (a sampler in σ-space, ``x = x_0 + σ ε``), a contraction
-        that only follows the scale is no gain below 1, and an error kept at its measure keeps its
-        relative size rather than growing as the scale shrinks.
+        The gain ``‖J_a ê‖/‖ê‖`` is measured at one scale (that of point ``index``): it multiplies
+        error vectors.  Whether the error *shrank* is judged in the system's measure, ``J_a ê`` at
+        point ``index`` against ``ê`` at the anchor ``index − 1`` (``anchor``, its own scale): on a
+        flow whose states shrink with their scale (a sampler in σ-space, ``x = x_0 + σ ε``) a
+        contraction that only follows the scale keeps the error's measure, and is not undone.
         """
         if twin_image is None or self.vec is None:
             return None, torch.ones_like(self.front)
@@ -204,19 +204,29 @@ class ErrorBound:
         # The gain of the parts Φ reads (a passive part's error is an output, never an input).
         ones = torch.ones_like(self.front)
         size = self._measure(image.unsqueeze(0), prop * self._spread(ones, prop), idx)[0]
-        base, at = (image, idx) if anchor is None else (anchor, idx - 1)
-        was = self._measure(base.unsqueeze(0), self.vec.to(image) * self._spread(ones, image), at)[0]
-        gain = torch.where(was > 0, size / torch.where(was > 0, was, ones), torch.where(size > 0, math.inf, 1.0))
+        was = self._measure(image.unsqueeze(0), self.vec.to(image) * self._spread(ones, image), idx)[0]
+        gain = self._ratio(size, was)
+        if anchor is not None:  # the change of the error's measure, each point at its own scale
+            shrink = self._ratio(size, self._measure(anchor.unsqueeze(0), self.vec.to(image) * self._spread(
+                ones, image), idx - 1)[0])
+        else:
+            shrink = gain
         self._log_gain += torch.log(gain.clamp_min(1e-300)).nan_to_num(posinf=700.0)
         self._gains += 1
         # A contraction is measured along ê only; the true error's direction may differ (a part of it the
         # flow expands), so a part whose ê shrinks keeps its size, in J ê's direction (the direction
         # follows the flow, as in a power iteration): the estimate never credits contraction.
-        boost = torch.where((gain < 1.0) & (gain > 0.0), 1.0 / gain.clamp_min(1e-300), ones)
+        boost = torch.where((shrink < 1.0) & (shrink > 0.0), 1.0 / shrink.clamp_min(1e-300), ones)
         prop = prop * self._spread(boost, prop, passive=1.0)
         lost = self._spread((gain == 0.0).to(torch.float64), prop) > 0  # J ê = 0: nothing to follow
         prop = torch.where(lost, self.vec.to(prop), prop)
         return prop, gain
+
+    @staticmethod
+    def _ratio(size: torch.Tensor, was: torch.Tensor) -> torch.Tensor:
+        """``size / was`` per part; ``inf`` where ``was = 0 < size``, 1 where both are 0."""
+        ones = torch.ones_like(size)
+        return torch.where(was > 0, size / torch.where(was > 0, was, ones), torch.where(size > 0, math.inf, 1.0))
 
     def gains(self, start: int, x: torch.Tensor, fx: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The gain of each window interval ``start + m`` per part, ``[p, P]``, from the secants.
