@@ -39,7 +39,7 @@ from pitsolve import (
     SDESystem,
 )
 from pitsolve.adapters.cli import main as cli_main
-from pitsolve.adapters.diffusers import parallel_sample, sequential_sample
+from pitsolve.adapters.diffusers import ParallelDiffusionPipeline, SolveOptions, parallel_sample, sequential_sample
 from pitsolve.adapters.diffusion import GaussianMixtureDenoiser
 
 from conftest import NoisyMap, gen
@@ -631,6 +631,20 @@ case("generator-not-cpu", "adapter", InputTypeError,
      r"generator lies on cuda:0; pitsolve draws all noise on the CPU.*pass a CPU generator, "
      r"e\.g\. generator=torch\.Generator\(\)\.manual_seed\(0\)")(
     lambda tmp: sample(scheduler=DDPMScheduler(), generator=CudaGenerator()))
+case("option-unknown", "adapter", InputTypeError,
+     r"parallel_sample got an unexpected option 'windw'; its options are: latents, generator")(
+    lambda tmp: sample(windw=2))
+case("option-twice", "adapter", InputTypeError,
+     r"parallel_sample got window= and a SolveOptions object; pass window in the object or flat, not both")(
+    lambda tmp: sample(options=SolveOptions(), window=2))
+case("option-group-type", "adapter", InputTypeError, r"options is a dict; pass a SolveOptions\(\.\.\.\) or None")(
+    lambda tmp: sample(options={"window": 2}))
+case("pipeline-sets-shape", "adapter", InputTypeError,
+     r"the pipeline sets shape itself; pass batch_size, height and width instead")(
+    lambda tmp: ParallelDiffusionPipeline(unet=tiny_unet(), scheduler=DDIMScheduler())(
+        num_inference_steps=2, shape=(1, 1, 8, 8), output_type="latent"))
+case("auto-window-bad", "core", InputValueError, r"AutoWindow\(latency=-1\); pass a finite number >= 0, e\.g\. latency=4")(
+    lambda tmp: pitsolve.AutoWindow(latency=-1))
 case("steps-zero", "adapter", InputValueError, r"num_inference_steps must be an int >= 1, got 0")(
     lambda tmp: sample(num_inference_steps=0))
 case("steps-above-training", "adapter", InputValueError,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -89,95 +90,130 @@ def fit_sweeps(points: Sequence[Tuple[float, float]]) -> Tuple[float, float]:
 
 
 def run(args) -> List[Dict]:
-    from pitsolve import AutoWindow
-    from pitsolve.adapters.diffusers import build_system, parallel_sample, sequential_sample
-    from pitsolve.adapters.diffusion.rules.registry import defaults_for
-    from pitsolve.extend import batch_cost_curve, predicted_cost
-    import pitsolve
-
     samplers = QUICK if args.quick else FULL
     chosen = getattr(args, "defaults_samplers", None)
     if chosen:
         samplers = [s for s in samplers if s[0] in chosen]
     models = _models(args.device)
-    rounds = repeats(args, full=3, quick=1)
     records: List[Dict] = []
     for label, model, name, T in samplers:
         unet, scheduler = _scheduler(models, model, name)
-        kw = dict(num_inference_steps=T, shape=(1, 1, 16, 16))
-
-        def gen():
-            return torch.Generator().manual_seed(args.seed)
-
-        ref, _ = sequential_sample(unet, scheduler, generator=gen(), **kw)
-        grid: Dict[Tuple[str, int, int], Dict] = {}
-        windows = sorted({min(w, T) for w in WINDOWS} | ({T} if T <= 128 else set()))
-        for jac, M, p in itertools.product(JACOBIANS, MS, windows):
-            x, sol = parallel_sample(unet, scheduler, generator=gen(), jacobian=jac, preconditioning_steps=M,
-                                     window=p, throw=False, **kw)
-            row = {"table": "grid", "sampler": label, "jacobian": jac, "M": M, "window": p,
-                   "status": sol.status.name, "sweeps": sol.iterations, "depth": sol.depth,
-                   "nfe_per_T": round(sol.nfe / T, 2), "error": relative_rms(x, ref),
-                   "estimate": sol.error_estimate}
-            grid[(jac, M, p)] = row
-            records.append(row)
-        # The batch-cost curve of this machine, one image (what window="auto" times).
-        system = build_system(unet, scheduler, generator=gen(), **kw)
-        executor = pitsolve.LocalExecutor()
-        executor.start(system, {})
-        with torch.no_grad():
-            curve = dict(batch_cost_curve(system, executor, T, latency=0.0))
-        fits = []
-        for jac, M in itertools.product(JACOBIANS, MS):
-            ok = [grid[(jac, M, p)] for p in windows if grid[(jac, M, p)]["status"] == "CONVERGED"
-                  and grid[(jac, M, p)]["error"] <= ERROR_TARGET]
-            pts = [(T / r["window"], r["sweeps"]) for r in ok if r["window"] < T] or [
-                (T / r["window"], r["sweeps"]) for r in ok]
-            if not pts:
-                continue
-            a, b = fit_sweeps(pts)
-            best_p, cost = min(((p, predicted_cost(p, c, T, a, b)) for p, c in curve.items()), key=lambda pc: pc[1])
-            fits.append({"table": "fits", "sampler": label, "jacobian": jac, "M": M, "a": round(a, 2),
-                         "b": round(b, 3), "best_p": best_p, "predicted_ms": round(1e3 * cost, 1)})
+        case = _Case(label, unet, scheduler, T, args.seed)
+        grid = _grid(case)
+        records.extend(grid.values())
+        fits = _fits(case, grid)
         records.extend(fits)
-        best_fit = min(fits, key=lambda f: f["predicted_ms"])
-        entry, declared = defaults_for(scheduler)
-        agrees = (declared.jacobian == best_fit["jacobian"] and declared.preconditioning_steps == best_fit["M"])
-        converged = [r for r in grid.values() if r["status"] == "CONVERGED" and r["error"] <= ERROR_TARGET]
-        best_depth = min(converged, key=lambda r: (r["depth"], r["nfe_per_T"]))
-        # Time the defaults (no solve options at all) and the grid's two cheapest predicted configurations.
-        ranked = sorted(converged, key=lambda r: curve.get(r["window"], math.inf) * r["sweeps"])[:2]
-        contenders = {"defaults": {}}
-        for r in ranked:
-            contenders[f"{r['jacobian']} M={r['M']} p={r['window']}"] = dict(
-                jacobian=r["jacobian"], preconditioning_steps=r["M"], window=r["window"])
-        runs = {}
-        for key, opts in contenders.items():
-            x, sol = parallel_sample(unet, scheduler, generator=gen(), **kw, **opts)  # warm-up, tunes "auto"
-            runs[key] = (x, sol)
-        timing = alternate(lambda: sequential_sample(unet, scheduler, generator=gen(), **kw),
-                           {k: (lambda o=o: parallel_sample(unet, scheduler, generator=gen(), **kw, **o))
-                            for k, o in contenders.items()}, rounds, args.device)
-        for key, t in timing.items():
-            x, sol = runs[key]
-            records.append({
-                "table": "timed", "sampler": label, "config": key, "status": sol.status.name,
-                "sweeps": sol.iterations, "depth": sol.depth, "nfe_per_T": round(sol.nfe / T, 2),
-                "error": relative_rms(x, ref), "wall_ms": round(1e3 * t.median, 1),
-                "seq_ms": round(1e3 * t.baseline_median, 1), "speedup": round(t.speedup, 2),
-                "worst": round(t.worst_speedup, 2),
-                "best_depth": f"{best_depth['depth']} ({best_depth['jacobian']} M={best_depth['M']} "
-                              f"p={best_depth['window']})",
-                "depth_ratio": round(sol.depth / best_depth["depth"], 2),
-                "settings": "; ".join(f"{k}={v}" for k, v in sol.settings.items()
-                                      if k in ("jacobian", "window", "window_chosen", "preconditioning_steps"))
-                if key == "defaults" else "",
-                "registry": f"{entry}: {declared.jacobian}, M={declared.preconditioning_steps}, {declared.window}"
-                if key == "defaults" else "",
-                "agrees": ("yes" if agrees else f"no (fit prefers {best_fit['jacobian']} M={best_fit['M']})")
-                if key == "defaults" else "",
-            })
+        records.extend(_timed(case, grid, fits, repeats(args, full=3, quick=1), args.device))
     return records
+
+
+class _Case:
+    """One sampler of one model: its sequential reference and a ``parallel_sample`` with given options."""
+
+    def __init__(self, label: str, unet, scheduler, T: int, seed: int):
+        from pitsolve.adapters.diffusers import sequential_sample
+
+        self.label, self.unet, self.scheduler, self.T, self.seed = label, unet, scheduler, T, seed
+        self.kw = dict(num_inference_steps=T, shape=(1, 1, 16, 16))
+        self.ref, _ = sequential_sample(unet, scheduler, generator=self.gen(), **self.kw)
+
+    def gen(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def parallel(self, **options):
+        from pitsolve.adapters.diffusers import parallel_sample
+
+        return parallel_sample(self.unet, self.scheduler, generator=self.gen(), throw=False, **self.kw, **options)
+
+    def sequential(self):
+        from pitsolve.adapters.diffusers import sequential_sample
+
+        return sequential_sample(self.unet, self.scheduler, generator=self.gen(), **self.kw)
+
+    def row(self, table: str, x, sol, **fields) -> Dict:
+        return {"table": table, "sampler": self.label, **fields, "status": sol.status.name,
+                "sweeps": sol.iterations, "depth": sol.depth, "nfe_per_T": round(sol.nfe / self.T, 2),
+                "error": relative_rms(x, self.ref), "estimate": sol.error_estimate}
+
+
+def _usable(row: Dict) -> bool:
+    return row["status"] == "CONVERGED" and row["error"] <= ERROR_TARGET
+
+
+def _grid(case: _Case) -> Dict[Tuple[str, int, int], Dict]:
+    """Every (strategy, M, window) of the grid, solved once."""
+    T, grid = case.T, {}
+    windows = sorted({min(w, T) for w in WINDOWS} | ({T} if T <= 128 else set()))
+    for jac, M, p in itertools.product(JACOBIANS, MS, windows):
+        x, sol = case.parallel(jacobian=jac, preconditioning_steps=M, window=p)
+        row = grid[(jac, M, p)] = case.row("grid", x, sol, jacobian=jac, M=M, window=p)
+        print(f"defaults: {case.label} {jac} M={M} p={p}: {row['status']} {row['sweeps']} sweeps, "
+              f"error {row['error']:.1e}", file=sys.stderr, flush=True)
+    return grid
+
+
+def _fits(case: _Case, grid) -> List[Dict]:
+    """Per (strategy, M): the sweep model fitted to its usable grid rows, and its best window on this machine."""
+    import pitsolve
+    from pitsolve.adapters.diffusers import build_system
+    from pitsolve.extend import batch_cost_curve, predicted_cost
+
+    T = case.T
+    system = build_system(case.unet, case.scheduler, generator=case.gen(), **case.kw)
+    executor = pitsolve.LocalExecutor()
+    executor.start(system, {})
+    with torch.no_grad():  # the batch-cost curve of one image, what window="auto" times
+        case.curve = dict(batch_cost_curve(system, executor, T, latency=0.0))
+    fits = []
+    for jac, M in itertools.product(JACOBIANS, MS):
+        ok = [r for (j, m, _), r in grid.items() if (j, m) == (jac, M) and _usable(r)]
+        pts = [(T / r["window"], r["sweeps"]) for r in ok if r["window"] < T] or [
+            (T / r["window"], r["sweeps"]) for r in ok]
+        if not pts:
+            continue
+        a, b = fit_sweeps(pts)
+        best_p, cost = min(((p, predicted_cost(p, c, T, a, b)) for p, c in case.curve.items()),
+                           key=lambda pc: pc[1])
+        fits.append({"table": "fits", "sampler": case.label, "jacobian": jac, "M": M, "a": round(a, 2),
+                     "b": round(b, 3), "best_p": best_p, "predicted_ms": round(1e3 * cost, 1)})
+    return fits
+
+
+def _timed(case: _Case, grid, fits, rounds: int, device: str) -> List[Dict]:
+    """The registry's defaults (no solve options) and the grid's two cheapest configurations, timed."""
+    from pitsolve.adapters.diffusion.rules.registry import defaults_for
+
+    entry, declared = defaults_for(case.scheduler)
+    best_fit = min(fits, key=lambda f: f["predicted_ms"]) if fits else None
+    agrees = best_fit is not None and (declared.jacobian, declared.preconditioning_steps) == (
+        best_fit["jacobian"], best_fit["M"])
+    usable = [r for r in grid.values() if _usable(r)]
+    best_depth = min(usable, key=lambda r: (r["depth"], r["nfe_per_T"])) if usable else None
+    ranked = sorted(usable, key=lambda r: case.curve.get(r["window"], math.inf) * r["sweeps"])[:2]
+    contenders = {"defaults": {}}
+    for r in ranked:
+        contenders[f"{r['jacobian']} M={r['M']} p={r['window']}"] = dict(
+            jacobian=r["jacobian"], preconditioning_steps=r["M"], window=r["window"])
+    runs = {key: case.parallel(**opts) for key, opts in contenders.items()}  # warm-up; tunes "auto" once
+    timing = alternate(case.sequential, {k: (lambda o=o: case.parallel(**o)) for k, o in contenders.items()},
+                       rounds, device)
+    rows = []
+    for key, t in timing.items():
+        x, sol = runs[key]
+        row = case.row("timed", x, sol, config=key)
+        row.update(wall_ms=round(1e3 * t.median, 1), seq_ms=round(1e3 * t.baseline_median, 1),
+                   speedup=round(t.speedup, 2), worst=round(t.worst_speedup, 2),
+                   best_depth="—" if best_depth is None else
+                   f"{best_depth['depth']} ({best_depth['jacobian']} M={best_depth['M']} p={best_depth['window']})",
+                   depth_ratio=None if best_depth is None else round(sol.depth / best_depth["depth"], 2))
+        if key == "defaults":
+            row.update(settings="; ".join(f"{k}={v}" for k, v in sol.settings.items() if k in (
+                           "jacobian", "window", "window_chosen", "preconditioning_steps")),
+                       registry=f"{entry}: {declared.jacobian}, M={declared.preconditioning_steps}, {declared.window}",
+                       agrees="no usable configuration" if best_fit is None else "yes" if agrees else
+                       f"no (fit prefers {best_fit['jacobian']} M={best_fit['M']})")
+        rows.append(row)
+    return rows
 
 
 def sections(records, args):
