@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._execution import ExecutionStats, Executor, LocalExecutor, MultiDeviceExecutor
 from ._guard import Fallback, Guard
+from ._options import SolveOptions
 from ._ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, MULTISTEP_METHODS, ODESystem
 from ._sde import SDE_ALL_METHODS, SDE_METHODS, SDESystem
 from ._sde_adjoint import sdeint_adjoint
@@ -53,6 +54,7 @@ __all__ = [
     "Guard",
     "Fallback",
     "solve",
+    "SolveOptions",
     "sequential",
     "AutoWindow",
     "odeint",

@@ -31,13 +31,23 @@ from ._errors import ConvergenceError, InputTypeError, InputValueError
 from ._grid import check_positive_int, check_tolerance
 from ._system import BandedSystem
 from ._solution import Solution
-from ._solver import DEFAULT_TOL, solve
+from ._options import SolveOptions
+from ._solver import solve
 from ._state import State, _map
 
-__all__ = ["odeint_adjoint", "AdjointStats", "make_plan", "parallel_adjoint"]
+__all__ = ["odeint_adjoint", "AdjointStats", "make_plan", "parallel_adjoint", "REFUSED"]
 
 #: The largest state size for which the adjoint solve defaults to the exact scan (``"dense"``).
 DENSE_MAX = 16
+
+#: The solve options the adjoints cannot honour, and why (:meth:`SolveOptions.of`'s ``refused``).
+REFUSED = {
+    "trajectory": "the backward pass needs every point X_0 … X_N; drop trajectory",
+    "devices": "the adjoint's solves run where the system lives; use odeint/sdeint with devices and "
+               "backpropagate through the solve",
+    "executor": "the adjoint's solves run where the system lives; use odeint/sdeint with an executor and "
+                "backpropagate through the solve",
+}
 
 
 @dataclass
@@ -78,19 +88,13 @@ def odeint_adjoint(
     substeps: Optional[int] = None,
     batched_func: bool = False,
     func_dtype: Optional[torch.dtype] = None,
-    jacobian="identity",
-    window: Optional[int] = None,
-    tol: float = DEFAULT_TOL,
-    max_iters: Optional[int] = None,
-    init=None,
-    guard=True,
-    stopping: str = "error",
     adjoint_params: Optional[Sequence[torch.Tensor]] = None,
     adjoint_jacobian=None,
     adjoint_window: Optional[int] = None,
     adjoint_tol: Optional[float] = None,
     stats: Optional[AdjointStats] = None,
-    progress: bool = False,
+    solve_options: Optional[SolveOptions] = None,
+    **parallel,
 ) -> State:
     r"""``torchdiffeq.odeint_adjoint(func, y0, t, ...)`` with a parallel forward solve and a parallel adjoint.
 
@@ -107,10 +111,13 @@ def odeint_adjoint(
     discretisation error.
 
     Args:
-        func, y0, t, rtol, atol, method, options, substeps, batched_func, func_dtype,
-        jacobian, window, tol, max_iters, init, guard, stopping, progress:
-            as for :func:`~pitsolve.odeint` (``jacobian``, ``window``, ``tol``,
-            ``max_iters``, ``init`` for the forward solve).
+        func, y0, t, rtol, atol, method, options, substeps, batched_func, func_dtype:
+            as for :func:`~pitsolve.odeint`.
+        solve_options, **parallel: the forward solve's options, as for
+            :func:`~pitsolve.odeint` (:class:`~pitsolve.SolveOptions`; ``guard``,
+            ``stopping`` and ``progress`` serve the adjoint solve too).  The
+            adjoint needs every point and runs where the system lives, so
+            ``trajectory=False``, ``devices`` and ``executor`` are refused.
         adjoint_params: the tensors to differentiate besides ``y0`` (those that
             require grad are used); ``None``: ``func.parameters()``, which needs
             ``func`` to be an ``nn.Module`` (as torchdiffeq).  Tensors ``func``
@@ -144,9 +151,8 @@ def odeint_adjoint(
     with torch.no_grad():
         system = ode_system(func, detached, t, rtol=rtol, atol=atol, method=method, options=options,
                             substeps=substeps, batched_func=batched_func, func_dtype=func_dtype)
-    plan = make_plan(system, "odeint_adjoint", params, stats,
-                     forward=dict(jacobian=jacobian, window=window, tol=tol, max_iters=max_iters, init=init,
-                                  guard=guard, stopping=stopping, progress=progress),
+    forward = SolveOptions.of(solve_options, parallel, "odeint_adjoint", refused=REFUSED)
+    plan = make_plan(system, "odeint_adjoint", params, stats, forward=forward.kwargs(),
                      adjoint_jacobian=adjoint_jacobian, adjoint_window=adjoint_window, adjoint_tol=adjoint_tol)
     return system.spec.trajectory(parallel_adjoint(plan, y0))
 

@@ -10,7 +10,8 @@ import torch
 from ._errors import InputTypeError, InputValueError
 from ._ode import ODESystem
 from ._sde import SDESystem
-from ._solver import DEFAULT_TOL, solve
+from ._options import SolveOptions
+from ._solver import solve
 from ._state import State
 
 __all__ = ["odeint", "sdeint", "sde_system", "sde_returns"]
@@ -32,16 +33,8 @@ def odeint(
     substeps: Optional[int] = None,
     batched_func: bool = False,
     func_dtype: Optional[torch.dtype] = None,
-    jacobian="identity",
-    window: Optional[int] = None,
-    tol: float = DEFAULT_TOL,
-    max_iters: Optional[int] = None,
-    init=None,
-    guard=True,
-    stopping: str = "error",
-    devices=None,
-    executor=None,
-    progress: bool = False,
+    solve_options: Optional[SolveOptions] = None,
+    **parallel,
 ) -> State:
     """``torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options)``, in parallel.
 
@@ -65,8 +58,11 @@ def odeint(
     :func:`~pitsolve.solve`), independent of the integration accuracy.  The
     parallel options (``jacobian``, ``window``, ``tol``, ``max_iters``,
     ``init``, ``guard``, ``stopping``, ``devices``, ``executor``,
-    ``progress``) are :func:`~pitsolve.solve`'s, and ``batched_func``,
-    ``func_dtype`` :class:`~pitsolve.ODESystem`'s.  Returns the solution at
+    ``progress`` …: the fields of :class:`~pitsolve.SolveOptions`) are
+    :func:`~pitsolve.solve`'s, given as ``solve_options=SolveOptions(...)``
+    or as flat keywords (an unknown one raises
+    :class:`~pitsolve.InputTypeError`), and ``batched_func``, ``func_dtype``
+    :class:`~pitsolve.ODESystem`'s.  Returns the solution at
     ``t``, ``[len(t), *y0.shape]`` (a tuple for tuple states).  Raises
     :class:`~pitsolve.ConvergenceError` if the solve does not converge; build
     an :class:`~pitsolve.ODESystem` and call :func:`~pitsolve.solve` for the
@@ -74,10 +70,7 @@ def odeint(
     """
     system = ode_system(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, substeps=substeps,
                         batched_func=batched_func, func_dtype=func_dtype)
-    return solve(
-        system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard, stopping=stopping,
-        devices=devices, executor=executor, progress=progress,
-    ).ys
+    return solve(system, **SolveOptions.of(solve_options, parallel, "odeint").kwargs()).ys
 
 
 def ode_system(func: Callable, y0: State, t: torch.Tensor, *, rtol: float, atol: float, method: Optional[str],
@@ -138,12 +131,8 @@ def sdeint(
     adjoint: bool = False,
     substeps: Optional[int] = None,
     seed: int = 0,
-    jacobian="identity",
-    window: Optional[int] = None,
-    tol: float = DEFAULT_TOL,
-    max_iters: Optional[int] = None,
-    init=None,
-    progress: bool = False,
+    solve_options: Optional[SolveOptions] = None,
+    **parallel,
 ):
     """``torchsde.sdeint(sde, y0, ts, bm, method, dt, ...)`` with torchsde's arguments, solved in parallel.
 
@@ -172,6 +161,9 @@ def sdeint(
       ``extra_solver_state`` starts from one (:class:`~pitsolve.SDESystem`).
     * ``adjoint=True``: :func:`~pitsolve.sdeint_adjoint` with its defaults
       (the parallel discrete adjoint; gradients for ``y0`` and the sde's parameters).
+    * ``solve_options`` and the flat keywords ``jacobian``, ``window``,
+      ``tol``, ``max_iters``, ``init``, ``progress`` … (the fields of
+      :class:`~pitsolve.SolveOptions`): :func:`~pitsolve.solve`'s options.
 
     Returns ``[len(ts), batch, d]`` (tuples as described).  Gradients flow to
     the sde's parameters as through ``torchsde.sdeint``.
@@ -183,12 +175,12 @@ def sdeint(
 
         return sdeint_adjoint(sde, y0, ts, bm, method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol,
                               dt_min=dt_min, options=options, names=names, logqp=logqp, extra=extra,
-                              extra_solver_state=extra_solver_state, substeps=substeps, seed=seed, jacobian=jacobian,
-                              window=window, tol=tol, max_iters=max_iters, init=init, progress=progress)
+                              extra_solver_state=extra_solver_state, substeps=substeps, seed=seed,
+                              solve_options=solve_options, **parallel)
     system = sde_system(sde, y0, ts, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol,
                         dt_min=dt_min, options=options, names=names, logqp=logqp, extra=extra,
                         extra_solver_state=extra_solver_state, substeps=substeps, seed=seed)
-    ys = solve(system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, progress=progress).ys
+    ys = solve(system, **SolveOptions.of(solve_options, parallel, "sdeint").kwargs()).ys
     return sde_returns(system, ys, extra)
 
 

@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._adjoint import AdjointStats, _adjoint_params, make_plan, parallel_adjoint
+from ._adjoint import REFUSED, AdjointStats, _adjoint_params, make_plan, parallel_adjoint
 from ._convenience import sde_returns, sde_system
 from ._errors import InputValueError
-from ._solver import DEFAULT_TOL
+from ._options import SolveOptions
 
 __all__ = ["sdeint_adjoint"]
 
@@ -52,18 +52,12 @@ def sdeint_adjoint(
     *,
     substeps: Optional[int] = None,
     seed: int = 0,
-    jacobian="identity",
-    window: Optional[int] = None,
-    tol: float = DEFAULT_TOL,
-    max_iters: Optional[int] = None,
-    init=None,
-    guard=True,
-    stopping: str = "error",
     adjoint_jacobian=None,
     adjoint_window: Optional[int] = None,
     adjoint_tol: Optional[float] = None,
     stats: Optional[AdjointStats] = None,
-    progress: bool = False,
+    solve_options: Optional[SolveOptions] = None,
+    **parallel,
 ):
     r"""``torchsde.sdeint_adjoint(sde, y0, ts, bm, method, ...)`` with a parallel forward solve and a parallel adjoint.
 
@@ -82,16 +76,16 @@ def sdeint_adjoint(
 
     Args:
         sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
-        extra_solver_state, substeps, seed, jacobian, window, tol, max_iters, init, progress:
-            as for :func:`~pitsolve.sdeint` (``jacobian`` … ``init`` for the forward solve).
+        extra_solver_state, substeps, seed: as for :func:`~pitsolve.sdeint`.
         adjoint_method, adjoint_adaptive, adjoint_rtol, adjoint_atol, adjoint_options:
             torchsde's settings of the adjoint SDE's solver; there is no adjoint SDE here
             (the adjoint is the exact transpose of the forward steps), so any value but the
             default is refused with a typed error.
         adjoint_params: the tensors to differentiate besides ``y0`` (those that require grad);
             ``None``: ``sde.parameters()``, which needs ``sde`` to be an ``nn.Module`` (as torchsde).
-        guard, stopping: :func:`~pitsolve.solve`'s, for both solves.
-        adjoint_jacobian, adjoint_window, adjoint_tol, stats: as for :func:`~pitsolve.odeint_adjoint`.
+        adjoint_jacobian, adjoint_window, adjoint_tol, stats, solve_options, **parallel:
+            as for :func:`~pitsolve.odeint_adjoint` (the forward solve's options,
+            :class:`~pitsolve.SolveOptions`; ``guard``, ``stopping``, ``progress`` for both solves).
 
     Returns:
         What :func:`~pitsolve.sdeint` returns, differentiable with respect to ``y0``,
@@ -123,9 +117,8 @@ def sdeint_adjoint(
                             dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, options=options,
                             names=names, logqp=logqp, extra=extra, extra_solver_state=detached_state,
                             substeps=substeps, seed=seed)
-    forward = dict(jacobian=jacobian, window=window, tol=tol, max_iters=max_iters, init=init, guard=guard,
-                   stopping=stopping, progress=progress)
-    plan = make_plan(system, "sdeint_adjoint", params, stats, forward=forward, adjoint_jacobian=adjoint_jacobian,
+    forward = SolveOptions.of(solve_options, parallel, "sdeint_adjoint", refused=REFUSED)
+    plan = make_plan(system, "sdeint_adjoint", params, stats, forward=forward.kwargs(), adjoint_jacobian=adjoint_jacobian,
                      adjoint_window=adjoint_window, adjoint_tol=adjoint_tol)
     z0 = state[2] if system.method == "reversible_heun" and state else None
     x0 = system.initial_state_of(y0, z0)  # carries the graph back to y0 (and z0)

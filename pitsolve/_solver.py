@@ -20,13 +20,12 @@ from ._execution import Executor
 from ._grid import check_positive_int, check_tolerance
 from ._guard import Guard
 from ._loop import Loop
+from ._options import DEFAULT_TOL
 from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
 from .jacobians._base import JacobianStrategy
 
 __all__ = ["solve", "sequential"]
-
-DEFAULT_TOL = 1e-6
 
 
 def solve(

@@ -516,6 +516,21 @@ case("adjoint-window-larger-than-n", "core", InputValueError,
      r"adjoint_window=99 is larger than N=8 intervals; pass at most N or None")(
     lambda tmp: adjoint(adjoint_window=99))
 
+case("solve-options-unknown-keyword", "core", InputTypeError,
+     r"odeint\(\) got unknown keyword arguments \['windwo'\]; its solve options are \[.*'window'.*\] "
+     r"\(pitsolve\.SolveOptions' fields\); check the spelling")(
+    lambda tmp: pitsolve.odeint(decay, ones(), grid(), windwo=4))
+case("solve-options-not-options", "core", InputTypeError,
+     r"solve_options is a dict; pass a pitsolve\.SolveOptions\(\.\.\.\) or None")(
+    lambda tmp: pitsolve.odeint(decay, ones(), grid(), solve_options=dict(window=4)))
+case("solve-options-twice", "core", InputValueError,
+     r"\['window'\] given both as keywords and in solve_options; give each option once")(
+    lambda tmp: pitsolve.odeint(decay, ones(), grid(), solve_options=pitsolve.SolveOptions(window=4), window=2))
+case("adjoint-solve-option-refused", "core", InputValueError,
+     r"odeint_adjoint\(\) does not take trajectory=False: the backward pass needs every point X_0 … X_N; "
+     r"drop trajectory")(
+    lambda tmp: adjoint(trajectory=False))
+
 
 def sde_call(**kwargs):
     options = dict(dt=0.0625)
