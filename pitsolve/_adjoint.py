@@ -35,7 +35,7 @@ from ._options import SolveOptions
 from ._solver import solve
 from ._state import State, _map
 
-__all__ = ["odeint_adjoint", "AdjointStats", "make_plan", "parallel_adjoint", "REFUSED"]
+__all__ = ["odeint_adjoint", "AdjointStats", "make_plan", "parallel_adjoint", "REFUSED", "refuse_time_grad"]
 
 #: The largest state size for which the adjoint solve defaults to the exact scan (``"dense"``).
 DENSE_MAX = 16
@@ -141,11 +141,7 @@ def odeint_adjoint(
         states), differentiable with respect to ``y0`` and ``adjoint_params``
         (not ``t``).
     """
-    if isinstance(t, torch.Tensor) and t.requires_grad:
-        raise InputValueError(
-            "t requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass "
-            "t.detach(), or use pitsolve.odeint and backpropagate through the solve."
-        )
+    refuse_time_grad(t, "t", "odeint")
     params = _adjoint_params(func, adjoint_params)
     detached = _map(lambda p: p.detach() if isinstance(p, torch.Tensor) else p, y0)
     with torch.no_grad():
@@ -241,6 +237,15 @@ class _ParallelAdjoint(torch.autograd.Function):
         y0_grads = system.spec.unflatten(lam[0])
         y0_grads = y0_grads if isinstance(y0_grads, tuple) else (y0_grads,)
         return (None, *y0_grads, *param_grads)
+
+
+def refuse_time_grad(t, name: str, forward: str) -> None:
+    """Refuse times that require grad: the parallel adjoint differentiates ``y0`` and the parameters only."""
+    if isinstance(t, torch.Tensor) and t.requires_grad:
+        raise InputValueError(
+            f"{name} requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass "
+            f"{name}.detach(), or use pitsolve.{forward} and backpropagate through the solve."
+        )
 
 
 def _adjoint_params(func: Callable, adjoint_params, name: str = "func") -> Tuple[torch.Tensor, ...]:

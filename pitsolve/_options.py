@@ -23,19 +23,70 @@ DEFAULT_TOL = 1e-6
 class SolveOptions:
     """How the parallel solve runs: the keyword arguments of :func:`~pitsolve.solve`, as one value.
 
-    Each field has :func:`~pitsolve.solve`'s meaning and default (see its
-    docstring for the equations): ``jacobian`` the strategy of ``A_n`` in
-    ``X^{k+1}_{n+1} = Φ_n(X^k_n) + A_n (X^{k+1}_n − X^k_n)``; ``window`` the
-    points ``p`` iterated at once; ``tol`` the bound on
-    ``RMS((X_n − X*_n)/s_n)`` against the sequential result; ``max_iters``,
-    ``init``, ``guard``, ``stopping``, ``progress``, ``throw``,
-    ``trajectory``, ``callback``, ``devices``, ``executor``.  Values are
-    checked by :func:`~pitsolve.solve`.  (The diffusion adapter's
-    ``pitsolve.adapters.diffusers.SolveOptions`` adds the sampler's own.)
-
     Pass one as ``solve_options=`` to :func:`~pitsolve.odeint`,
     :func:`~pitsolve.sdeint`, :func:`~pitsolve.odeint_adjoint` or
-    :func:`~pitsolve.sdeint_adjoint`, or give the fields as flat keywords.
+    :func:`~pitsolve.sdeint_adjoint`, or give the fields as flat keywords;
+    :func:`~pitsolve.solve` takes them as its keywords and checks the values.
+    (The diffusion adapter's ``pitsolve.adapters.diffusers.SolveOptions``
+    adds the sampler's own.)  The steps and lines below are those of
+    :func:`~pitsolve.solve`'s Algorithm 1.
+
+    Attributes:
+        jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
+        window: ``p``, the number of points iterated at once (``None``: all N;
+            ``"auto"``: the power of two ``≤ N`` (or N) of least predicted
+            solve time ``c(p)·min(N, 4 + N/p)`` on the batch-cost curve ``c(p)``,
+            measured once per process on this system and device, see
+            :mod:`pitsolve._tuning`; a :class:`pitsolve.AutoWindow` sets the
+            sweep model ``a + b·N/p`` fitted to a system family;
+            ``Solution.tuning`` holds the measured curve and the seconds spent
+            timing it).  ``Solution.settings`` records every setting, as resolved.
+        tol: the tolerance (``≥ 0``).  With ``stopping="error"``: the
+            largest distance of an accepted point from the sequential
+            solve's, in the system's measure ``RMS((X_n − X*_n)/s_n)``
+            (:meth:`~pitsolve.BandedSystem.error_ratio`), as estimated from
+            the defects; ``Solution.error_estimate`` holds the estimate.
+            With ``"eq14"``: ``δ`` of Eq. 14, a bound on each point's last change.
+        max_iters: stop after this many iterations (``None``: N, which always
+            suffices).
+        init: initial guesses (:mod:`pitsolve.initializers`): ``"constant"``
+            (default), ``"coarse"``, a trajectory ``[N+1, *shape]`` or an
+            :class:`~pitsolve.initializers.Initializer`.
+        progress: show a tqdm bar of accepted points, iteration and residual.
+        throw: raise :class:`~pitsolve.ConvergenceError` when the solve does not
+            converge; with ``False`` return the best iterate with its status.
+        callback: called after every sweep with an :class:`~pitsolve.Iteration`
+            (e.g. to record iterates for convergence plots).
+        devices: spread each sweep over these devices of this process, e.g.
+            ``["cuda:0", "cuda:1"]`` (:class:`~pitsolve.MultiDeviceExecutor`):
+            the system is replicated once per device with
+            :meth:`~pitsolve.BandedSystem.to`, each sweep's window is split
+            over the replicas and evaluated concurrently, and the loop state,
+            the result included, stays on the first device.  ``None``: one
+            batched call where the system lives.
+        executor: where the batched calls run, as an
+            :class:`~pitsolve.Executor` (e.g.
+            :class:`pitsolve.distributed.DistributedExecutor`; its ``stats``
+            hold the time in model calls and in communication); not together
+            with ``devices``.
+        guard: the divergence guards (:class:`~pitsolve.Guard`): on a blow-up
+            or a growing residual the sweep is damped, then replaced by the
+            identity update, then by the sequential sweep (recorded in
+            ``Solution.fallbacks``), and a strategy's extra sequential depth
+            is spent only while the sweeps stay within the sequential solve's
+            depth ``N·K`` (``Solution.budget_sweeps``).  ``True``: the default
+            :class:`~pitsolve.Guard`; ``False``: the bare strategy, e.g. to
+            study its convergence.
+        trajectory: keep every accepted point in ``Solution.ys`` (``N+1``
+            rows).  ``False`` keeps only ``X_0`` and ``X_N`` (two rows) and
+            no per-point residual history, so that memory is bounded by the
+            window rather than by ``N``.
+        stopping: the acceptance rule: ``"error"`` (default) bounds the
+            error against the sequential result and reports
+            :attr:`~pitsolve.Status.UNCERTIFIED` where the flow amplifies the
+            accepted errors beyond ``tol``; ``"eq14"`` is the paper's
+            per-point change test (see :mod:`pitsolve._acceptance`).
+
     """
 
     jacobian: Any = "identity"

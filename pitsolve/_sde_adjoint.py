@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._adjoint import REFUSED, AdjointStats, _adjoint_params, make_plan, parallel_adjoint
+from ._adjoint import REFUSED, AdjointStats, _adjoint_params, make_plan, parallel_adjoint, refuse_time_grad
 from ._convenience import sde_returns, sde_system
 from ._errors import InputValueError
 from ._options import SolveOptions
@@ -78,9 +78,8 @@ def sdeint_adjoint(
         sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
         extra_solver_state, substeps, seed: as for :func:`~pitsolve.sdeint`.
         adjoint_method, adjoint_adaptive, adjoint_rtol, adjoint_atol, adjoint_options:
-            torchsde's settings of the adjoint SDE's solver; there is no adjoint SDE here
-            (the adjoint is the exact transpose of the forward steps), so any value but the
-            default is refused with a typed error.
+            torchsde's settings of the adjoint SDE's solver; there is no adjoint SDE here (the adjoint
+            is the exact transpose of the forward steps): any value but the default is refused (typed).
         adjoint_params: the tensors to differentiate besides ``y0`` (those that require grad);
             ``None``: ``sde.parameters()``, which needs ``sde`` to be an ``nn.Module`` (as torchsde).
         adjoint_jacobian, adjoint_window, adjoint_tol, stats, solve_options, **parallel:
@@ -91,10 +90,31 @@ def sdeint_adjoint(
         What :func:`~pitsolve.sdeint` returns, differentiable with respect to ``y0``,
         ``adjoint_params`` and a ``reversible_heun`` ``extra_solver_state``'s ``z`` (not ``ts``).
     """
-    given = {name: value for name, value, default in (
-        ("adjoint_method", adjoint_method, None), ("adjoint_adaptive", adjoint_adaptive, False),
-        ("adjoint_rtol", adjoint_rtol, None), ("adjoint_atol", adjoint_atol, None),
-        ("adjoint_options", adjoint_options, None)) if value is not default and value != default}
+    _refuse_torchsde_adjoint(adjoint_method=adjoint_method, adjoint_adaptive=adjoint_adaptive,
+                             adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_options=adjoint_options)
+    refuse_time_grad(ts, "ts", "sdeint")
+    params = _adjoint_params(sde, adjoint_params, name="sde")
+    state, detached_state = _solver_state(extra_solver_state)
+    with torch.no_grad():
+        system = sde_system(sde, y0.detach() if isinstance(y0, torch.Tensor) else y0, ts, bm=bm, method=method,
+                            dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, options=options,
+                            names=names, logqp=logqp, extra=extra, extra_solver_state=detached_state,
+                            substeps=substeps, seed=seed)
+    forward = SolveOptions.of(solve_options, parallel, "sdeint_adjoint", refused=REFUSED)
+    plan = make_plan(system, "sdeint_adjoint", params, stats, forward=forward.kwargs(),
+                     adjoint_jacobian=adjoint_jacobian, adjoint_window=adjoint_window, adjoint_tol=adjoint_tol)
+    z0 = state[2] if system.method == "reversible_heun" and state else None
+    x0 = system.initial_state_of(y0, z0)  # carries the graph back to y0 (and z0)
+    ys = system.spec.trajectory(parallel_adjoint(plan, x0))
+    return sde_returns(system, ys, extra)
+
+
+def _refuse_torchsde_adjoint(**settings) -> None:
+    """Refuse torchsde's settings of the adjoint SDE's solver (``adjoint_method`` …) unless at their defaults."""
+    defaults = dict(adjoint_method=None, adjoint_adaptive=False, adjoint_rtol=None, adjoint_atol=None,
+                    adjoint_options=None)
+    given = {name: value for name, value in settings.items()
+             if value is not defaults[name] and value != defaults[name]}
     if given:
         raise InputValueError(
             f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: these set torchsde's solver of the continuous "
@@ -102,25 +122,12 @@ def sdeint_adjoint(
             "steps, with the same increments); drop them, and tune the adjoint solve with adjoint_jacobian, "
             "adjoint_window and adjoint_tol."
         )
-    if isinstance(ts, torch.Tensor) and ts.requires_grad:
-        raise InputValueError(
-            "ts requires grad, but the parallel adjoint gives gradients for y0 and adjoint_params only; pass "
-            "ts.detach(), or use pitsolve.sdeint and backpropagate through the solve."
-        )
-    params = _adjoint_params(sde, adjoint_params, name="sde")
+
+
+def _solver_state(extra_solver_state):
+    """``extra_solver_state`` as a tuple (or as given), and its copy detached from the graph for the forward solve."""
     state = None if extra_solver_state is None else tuple(extra_solver_state) if isinstance(
         extra_solver_state, (tuple, list)) else extra_solver_state
-    detached_state = state if not isinstance(state, tuple) else tuple(
+    detached = state if not isinstance(state, tuple) else tuple(
         p.detach() if isinstance(p, torch.Tensor) else p for p in state)
-    with torch.no_grad():
-        system = sde_system(sde, y0.detach() if isinstance(y0, torch.Tensor) else y0, ts, bm=bm, method=method,
-                            dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, options=options,
-                            names=names, logqp=logqp, extra=extra, extra_solver_state=detached_state,
-                            substeps=substeps, seed=seed)
-    forward = SolveOptions.of(solve_options, parallel, "sdeint_adjoint", refused=REFUSED)
-    plan = make_plan(system, "sdeint_adjoint", params, stats, forward=forward.kwargs(), adjoint_jacobian=adjoint_jacobian,
-                     adjoint_window=adjoint_window, adjoint_tol=adjoint_tol)
-    z0 = state[2] if system.method == "reversible_heun" and state else None
-    x0 = system.initial_state_of(y0, z0)  # carries the graph back to y0 (and z0)
-    ys = system.spec.trajectory(parallel_adjoint(plan, x0))
-    return sde_returns(system, ys, extra)
+    return state, detached

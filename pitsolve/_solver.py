@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Callable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -72,65 +73,62 @@ def solve(
 
     Args:
         system: the banded system.
-        jacobian: a strategy from :mod:`pitsolve.jacobians`, or its name.
-        window: ``p``, the number of points iterated at once (``None``: all N;
-            ``"auto"``: the power of two ``≤ N`` (or N) of least predicted
-            solve time ``c(p)·min(N, 4 + N/p)`` on the batch-cost curve ``c(p)``,
-            measured once per process on this system and device, see
-            :mod:`pitsolve._tuning`; a :class:`pitsolve.AutoWindow` sets the
-            sweep model ``a + b·N/p`` fitted to a system family;
-            ``Solution.tuning`` holds the measured curve and the seconds spent
-            timing it).  ``Solution.settings`` records every setting, as resolved.
-        tol: the tolerance (``≥ 0``).  With ``stopping="error"``: the
-            largest distance of an accepted point from the sequential
-            solve's, in the system's measure ``RMS((X_n − X*_n)/s_n)``
-            (:meth:`~pitsolve.BandedSystem.error_ratio`), as estimated from
-            the defects; ``Solution.error_estimate`` holds the estimate.
-            With ``"eq14"``: ``δ`` of Eq. 14, a bound on each point's last change.
-        max_iters: stop after this many iterations (``None``: N, which always
-            suffices).
-        init: initial guesses (:mod:`pitsolve.initializers`): ``"constant"``
-            (default), ``"coarse"``, a trajectory ``[N+1, *shape]`` or an
-            :class:`~pitsolve.initializers.Initializer`.
-        progress: show a tqdm bar of accepted points, iteration and residual.
-        throw: raise :class:`~pitsolve.ConvergenceError` when the solve does not
-            converge; with ``False`` return the best iterate with its status.
-        callback: called after every sweep with an :class:`~pitsolve.Iteration`
-            (e.g. to record iterates for convergence plots).
-        devices: spread each sweep over these devices of this process, e.g.
-            ``["cuda:0", "cuda:1"]`` (:class:`~pitsolve.MultiDeviceExecutor`):
-            the system is replicated once per device with
-            :meth:`~pitsolve.BandedSystem.to`, each sweep's window is split
-            over the replicas and evaluated concurrently, and the loop state,
-            the result included, stays on the first device.  ``None``: one
-            batched call where the system lives.
-        executor: where the batched calls run, as an
-            :class:`~pitsolve.Executor` (e.g.
-            :class:`pitsolve.distributed.DistributedExecutor`; its ``stats``
-            hold the time in model calls and in communication); not together
-            with ``devices``.
-        guard: the divergence guards (:class:`~pitsolve.Guard`): on a blow-up
-            or a growing residual the sweep is damped, then replaced by the
-            identity update, then by the sequential sweep (recorded in
-            ``Solution.fallbacks``), and a strategy's extra sequential depth
-            is spent only while the sweeps stay within the sequential solve's
-            depth ``N·K`` (``Solution.budget_sweeps``).  ``True``: the default
-            :class:`~pitsolve.Guard`; ``False``: the bare strategy, e.g. to
-            study its convergence.
-        trajectory: keep every accepted point in ``Solution.ys`` (``N+1``
-            rows).  ``False`` keeps only ``X_0`` and ``X_N`` (two rows) and
-            no per-point residual history, so that memory is bounded by the
-            window rather than by ``N``.
-        stopping: the acceptance rule: ``"error"`` (default) bounds the
-            error against the sequential result and reports
-            :attr:`~pitsolve.Status.UNCERTIFIED` where the flow amplifies the
-            accepted errors beyond ``tol``; ``"eq14"`` is the paper's
-            per-point change test (see :mod:`pitsolve._acceptance`).
+        jacobian, window, tol, max_iters, init, progress, throw, callback, devices, executor, guard,
+        trajectory, stopping: the solve's options, each described (with its
+            default and how it maps to the steps above) on
+            :class:`~pitsolve.SolveOptions`, which holds them as one value for
+            :func:`~pitsolve.odeint`, :func:`~pitsolve.sdeint` and their adjoints.
 
     Returns:
         A :class:`~pitsolve.Solution`.
     """
     started = time.perf_counter()
+    checked = _check(system, jacobian, window=window, tol=tol, max_iters=max_iters, init=init, throw=throw,
+                     callback=callback, devices=devices, executor=executor, guard=guard, trajectory=trajectory,
+                     stopping=stopping)
+    executor, N = checked.executor, checked.N
+    system = executor.start(system, checked.settings)  # the system the loop runs on (first device)
+    try:
+        tuning, p = None, checked.p
+        if checked.auto:
+            model = window if isinstance(window, _tuning.AutoWindow) else _tuning.AutoWindow()
+            p, tuning = _tuning.auto_window(system, executor, N, model)
+        loop = Loop(system, checked.strategy, checked.initializer, executor, N=N, p=p,
+                    window=p if checked.auto else window, tol=checked.tol, max_iters=checked.max_iters,
+                    stopping=checked.stopping, guard=checked.guard, trajectory=trajectory, progress=progress,
+                    callback=callback, started=started)
+        solution = loop.run()
+        solution.tuning = tuning
+        solution.settings = {**checked.settings, "window_chosen": repr(p)}
+        solution = executor.finish(solution)
+    finally:
+        executor.close()
+    if not solution.converged and throw:
+        error = NonFiniteError if solution.status is Status.NONFINITE else ConvergenceError
+        raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
+    return solution
+
+
+@dataclass
+class _Checked:
+    """:func:`solve`'s arguments, checked and resolved (strategies, executor, window), and the settings record."""
+
+    strategy: JacobianStrategy
+    initializer: object
+    executor: Executor
+    guard: object
+    stopping: str
+    N: int
+    p: int
+    auto: bool
+    tol: float
+    max_iters: int
+    settings: Dict[str, str]
+
+
+def _check(system, jacobian, *, window, tol, max_iters, init, throw, callback, devices, executor, guard,
+           trajectory, stopping) -> _Checked:
+    """Every argument of :func:`solve` checked before any model call, with a typed error naming the fix."""
     if not isinstance(system, BandedSystem):
         raise InputTypeError(
             f"system is a {type(system).__name__}; pass a pitsolve.BandedSystem such as ODESystem or SDESystem."
@@ -172,25 +170,8 @@ def solve(
             f"window='auto' times the model on this process's devices, which ranks of a {type(executor).__name__} "
             "would measure differently; pass the same integer window on every rank."
         )
-    system = executor.start(system, settings)  # the system the loop runs on (first device)
-    try:
-        tuning = None
-        if auto:
-            model = window if isinstance(window, _tuning.AutoWindow) else _tuning.AutoWindow()
-            p, tuning = _tuning.auto_window(system, executor, N, model)
-        loop = Loop(system, strategy, initializer, executor, N=N, p=p, window=p if auto else window, tol=float(tol),
-                    max_iters=max_iters, stopping=stopping, guard=guard, trajectory=trajectory, progress=progress,
-                    callback=callback, started=started)
-        solution = loop.run()
-        solution.tuning = tuning
-        solution.settings = {**settings, "window_chosen": repr(p)}
-        solution = executor.finish(solution)
-    finally:
-        executor.close()
-    if not solution.converged and throw:
-        error = NonFiniteError if solution.status is Status.NONFINITE else ConvergenceError
-        raise error(solution.message + " (pass throw=False to get the partial Solution)", solution)
-    return solution
+    return _Checked(strategy=strategy, initializer=initializer, executor=executor, guard=guard, stopping=stopping,
+                    N=N, p=p, auto=auto, tol=float(tol), max_iters=max_iters, settings=settings)
 
 
 def sequential(system: BandedSystem, *, progress: bool = False, trajectory: bool = True) -> Solution:
