@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ._errors import InputTypeError, InputValueError, PitsolveError
-from ._grid import as_integer
+from ._system_checks import checked_costs, checked_ratio
 from ._state import State, StateSpec
 
 __all__ = ["BandedSystem"]
@@ -120,31 +120,7 @@ class BandedSystem(abc.ABC):
         :class:`~pitsolve.InputTypeError` for a non-tensor, an integer dtype or
         another device, naming the method, what it returned and what is expected.
         """
-        ratio = self.error_ratio(new, old, indices)
-        name, B = f"{type(self).__name__}.error_ratio", new.shape[0]
-        if not isinstance(ratio, torch.Tensor):
-            raise InputTypeError(
-                f"{name} returned a {type(ratio).__name__}; return a 1-D floating-point tensor of shape ({B},), "
-                "one measure per point."
-            )
-        if tuple(ratio.shape) != (B,):
-            raise InputValueError(
-                f"{name} returned shape {tuple(ratio.shape)}, expected ({B},) (one measure per point of a batch "
-                f"of {B}); return a 1-D tensor of length B, e.g. diff.pow(2).mean(dim=1).sqrt()."
-            )
-        if not ratio.is_floating_point():
-            raise InputTypeError(f"{name} returned dtype {ratio.dtype}; return a floating-point tensor, e.g. of the states' dtype.")
-        if ratio.device != new.device:
-            raise InputTypeError(
-                f"{name} returned a tensor on {ratio.device} but the states lie on {new.device}; return it on the states' device."
-            )
-        if bool(torch.isnan(ratio).any()) and bool(torch.isfinite(new).all()) and bool(torch.isfinite(old).all()):
-            bad = torch.nonzero(torch.isnan(ratio)).flatten().tolist()
-            raise InputValueError(
-                f"{name} returned NaN for finite states (rows {bad[:8]}{'...' if len(bad) > 8 else ''} of {B}); "
-                "make it finite there, e.g. guard divisions by zero with clamp_min."
-            )
-        return ratio
+        return checked_ratio(self, self.error_ratio(new, old, indices), new, old)
 
     def checked_costs(self) -> Tuple[int, int]:
         """``(steps_per_interval, coarse_steps)`` as ints ``>= 1``, or a typed error naming the attribute.
@@ -153,23 +129,7 @@ class BandedSystem(abc.ABC):
         a value below 1 raises :class:`~pitsolve.InputTypeError` /
         :class:`~pitsolve.InputValueError`.
         """
-        out = []
-        for attr, what in (("steps_per_interval", "one Φ_n"), ("coarse_steps", "one coarse G_n")):
-            raw = getattr(self, attr)
-            value = as_integer(raw)
-            name = f"{type(self).__name__}.{attr}"
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InputTypeError(
-                    f"{name}={raw!r} is not an integer ({type(raw).__name__}); set it to the fine steps "
-                    f"{what} costs, an int >= 1."
-                )
-            if value < 1:
-                raise InputValueError(
-                    f"{name}={value} must be >= 1 (the fine steps {what} costs, for depth and NFE); "
-                    "set it to a positive int."
-                )
-            out.append(value)
-        return out[0], out[1]
+        return checked_costs(self)
 
     def interval_cost(self, indices: torch.Tensor) -> int:
         """Fine steps evaluated by one :meth:`propagate` over ``indices`` (for NFE)."""
