@@ -10,7 +10,8 @@ import torchdiffeq
 
 from ._adaptive import ADAPTIVE_METHODS, TABLEAUX, AdaptiveOptions, AdaptiveStats, integrate
 from ._devices import digest, replica
-from ._errors import InputTypeError, InputValueError, PitsolveError
+from ._errors import InputTypeError, InputValueError
+from ._ode_func import FuncCalls
 from ._grid import check_grid, check_positive_int, check_tolerances
 from ._multistep import MULTISTEP_METHODS, Adams, MultistepSpec, coarse_history, rk4_38
 from ._state import State, StateSpec, _map
@@ -24,7 +25,7 @@ ONE_STEP_ORDERS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 FIXED_GRID_METHODS = tuple(sorted(ONE_STEP_ORDERS))
 
 
-class ODESystem(BandedSystem):
+class ODESystem(FuncCalls, BandedSystem):
     r"""``dy/dt = func(t, y)`` on the grid ``t`` as a banded system.
 
     ``Φ_n`` runs ``substeps`` fixed steps of torchdiffeq's ``method`` from
@@ -120,39 +121,7 @@ class ODESystem(BandedSystem):
         #: ``{interval n: fine steps whose corrector did not converge}`` at the latest evaluation of ``Φ_n``
         #: (implicit_adams; after a solve, at its result).  torchdiffeq warns for such steps.
         self.corrector_failures: Dict[int, int] = {}
-        self._state_spec = self._spec
-        if method in MULTISTEP_METHODS:
-            self.multistep = Adams.from_options(method, options, rtol, atol)
-            if self.multistep.implicit:
-                atol, rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|; rtol/atol went to the corrector
-            self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
-            P, D = self.multistep.history_size, self._spec.size
-            self._state_spec = MultistepSpec(
-                shapes=self._spec.shapes + ((P, D), (1,)), is_tuple=True, dtype=self._spec.dtype,
-                device=self._spec.device, visible=len(self._spec.shapes), visible_tuple=self._spec.is_tuple,
-            )
-            # The strategies extrapolate y (A = I on it); F and L are taken from Φ, as a sampler's history.
-            self.monitored = slice(0, self._spec.size)
-        elif self.adaptive:
-            if self.substeps != 1:
-                raise InputValueError(
-                    f"substeps={substeps} with the adaptive method {method!r}: its step control picks the steps; "
-                    "pass rtol/atol (and options=dict(first_step=...)) instead, or a fixed-grid method."
-                )
-            rtol, atol = check_tolerances(1e-9 if atol is None else atol, 1e-7 if rtol is None else rtol)[::-1]
-            if options is not None and not isinstance(options, dict):
-                raise InputTypeError(f"options={options!r} is not a dict; pass e.g. options=dict(first_step=1e-3).")
-            self.control = AdaptiveOptions.from_options(rtol, atol, options)
-            self.stats = AdaptiveStats()
-            self.atol, self.rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|
-            self._pitsolve_reverse_jvp = True  # data-dependent step control: forward mode cannot trace it
-        else:
-            if options:
-                raise InputValueError(
-                    f"options={options!r} are step-control options of adaptive methods; the fixed-grid method "
-                    f"{method!r} takes substeps=K (or odeint's options=dict(step_size=...))."
-                )
-            self.atol, self.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
+        _configure_method(self, method, substeps, options, rtol, atol)
         self.func = func
         self.batched_func = bool(batched_func)
         if func_dtype is not None and not (isinstance(func_dtype, torch.dtype) and func_dtype.is_floating_point):
@@ -202,7 +171,7 @@ class ODESystem(BandedSystem):
 
     def propagate(self, states: State, indices: torch.Tensor) -> State:
         if self.multistep is not None:
-            return self._multistep(states, indices)
+            return _multistep(self, states, indices)
         return self._integrate(states, indices, self._s)
 
     def coarse_propagate(self, states: State, indices: torch.Tensor) -> State:
@@ -213,7 +182,7 @@ class ODESystem(BandedSystem):
         at the new ``y`` (:func:`~pitsolve._multistep.coarse_history`).
         """
         if self.multistep is not None:
-            return self._multistep(states, indices, coarse=True)
+            return _multistep(self, states, indices, coarse=True)
         return self._integrate(states, indices, self._s_coarse, coarse=True)
 
     def error_scale(self, states: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -264,38 +233,6 @@ class ODESystem(BandedSystem):
         }
 
     # -- internals ------------------------------------------------------------
-    def _batched(self, tt: torch.Tensor, y: State) -> State:
-        """``func`` on a batch ``y [B, *shape]`` with times ``tt [B]``, its output checked on every call."""
-        low, given = self.func_dtype, y
-        versions = _versions(given)
-        if low is not None:
-            tt, y = tt.to(low), _map(lambda p: p.to(low), y)
-        out = self.func(tt, y) if self.batched_func else torch.func.vmap(self.func, in_dims=(0, 0))(tt, y)
-        if versions is not None and _versions(given) != versions:
-            raise InputValueError(
-                "func modified its input y in place (e.g. with y.mul_(...) or y += ...), which corrupts the "
-                "solver's state; return a new tensor instead of modifying the state in place (e.g. return 2 * y)."
-            )
-        if low is not None:
-            out = _map(lambda d: d.to(self._spec.dtype) if isinstance(d, torch.Tensor) else d, out)
-        self._check_output(out, (given[0] if isinstance(given, tuple) else given).shape[0])
-        return out
-
-    def _check_output(self, out: State, batch: int) -> None:
-        """Raise unless ``out`` is a batch of ``batch`` derivatives of the state's shapes, dtype and device."""
-        self._spec.check_batch(out, batch, "func")
-        for part in out if isinstance(out, tuple) else (out,):
-            if part.dtype != self._spec.dtype:
-                raise InputTypeError(
-                    f"func returned dtype {part.dtype} but y0 has dtype {self._spec.dtype}; "
-                    "return the dtype of y (e.g. create constants with .to(y))."
-                )
-            if part.device != self._spec.device:
-                raise InputTypeError(
-                    f"func returned a tensor on {part.device} but y0 lies on {self._spec.device}; "
-                    "return it on y's device (e.g. create constants with .to(y))."
-                )
-
     def _integrate(self, states: State, indices: torch.Tensor, s: torch.Tensor, coarse: bool = False) -> State:
         ta = self.t[indices]
         h = self.t[indices + 1] - ta
@@ -308,34 +245,6 @@ class ODESystem(BandedSystem):
 
         out = torchdiffeq.odeint(rescaled, states, s, method="rk4" if self.adaptive else self.method)
         return _map(lambda o: o[-1], out)
-
-    def _multistep(self, states: State, indices: torch.Tensor, coarse: bool = False) -> State:
-        """``Φ_n`` (or the coarse ``G_n``) of a multistep method on states ``(y…, F, L)``."""
-        spec, adams = self._spec, self.multistep
-        parts = states[: len(spec.shapes)]
-        y = spec.flatten_batch(parts if spec.is_tuple else parts[0])
-        history, length = states[-2], states[-1][:, 0]
-        ta, tb = self.t[indices], self.t[indices + 1]
-
-        def f(tt: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
-            return spec.flatten_batch(self._batched(tt, spec.unflatten_batch(yy)))
-
-        if coarse:  # one rk4 step; the interval's derivatives interpolated between f at its two ends
-            f0 = f(ta, y)
-            h = tb - ta
-            y = y + rk4_38(f, ta, h, y, f0)
-            history, length = coarse_history(f0, f(tb, y), history, length, self.substeps)
-        else:
-            times = torch.cat([ta.view(-1, 1) + self._s[:-1] * (tb - ta).view(-1, 1), tb.view(-1, 1)], dim=1)
-            y, history, length, failures = adams.advance(f, y, history, length, times)
-            if adams.implicit:
-                for n, count in zip(indices.tolist(), failures.tolist()):
-                    if count:
-                        self.corrector_failures[n] = count
-                    else:
-                        self.corrector_failures.pop(n, None)
-        out = spec.unflatten_batch(y)
-        return (*(out if spec.is_tuple else (out,)), history, length.view(-1, 1))
 
     def _adaptive(self, states: State, indices: torch.Tensor, ta: torch.Tensor, h: torch.Tensor) -> State:
         """``Φ`` of each row by the adaptive method, its own step control per row (:mod:`pitsolve._adaptive`)."""
@@ -350,27 +259,74 @@ class ODESystem(BandedSystem):
         out = integrate(f, spec.flatten_batch(states), h, TABLEAUX[self.method], self.control, self.stats)
         return spec.unflatten_batch(out)
 
-    def _check_func(self) -> None:
-        """Call ``func`` once (batched) and compare its output with ``y0`` (torchsde's check_contract)."""
-        batch = _map(lambda p: p.unsqueeze(0), self._y0)
-        try:
-            self._batched(self.t[:1], batch)  # checks the output's shape, dtype and device
-        except PitsolveError:
-            raise
-        except Exception as err:
-            if self.batched_func:
-                raise
-            raise InputTypeError(
-                f"calling func under torch.func.vmap failed ({type(err).__name__}: {err}); "
-                "make func vmap-compatible (no .item(), in-place ops on inputs or data-dependent "
-                "control flow), or write it for a batch and pass batched_func=True "
-                "(then t has shape [B] and y shape [B, *y0.shape])."
-            ) from err
+
+def _configure_method(system: ODESystem, method: str, substeps: int, options: Optional[dict],
+                      rtol: Optional[float], atol: Optional[float]) -> None:
+    """Set ``system``'s method-specific parts: its state spec, the error scale's ``atol``/``rtol``, and
+
+    * multistep methods: the :class:`~pitsolve._multistep.Adams` method and the state ``(y, F, L)``;
+    * adaptive methods: the step control (:class:`~pitsolve._adaptive.AdaptiveOptions`) and its stats;
+    * fixed-grid one-step methods: nothing else (``options`` refused).
+    """
+    system._state_spec = system._spec
+    if method in MULTISTEP_METHODS:
+        system.multistep = Adams.from_options(method, options, rtol, atol)
+        if system.multistep.implicit:
+            atol, rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|; rtol/atol went to the corrector
+        system.atol, system.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
+        P, D = system.multistep.history_size, system._spec.size
+        system._state_spec = MultistepSpec(
+            shapes=system._spec.shapes + ((P, D), (1,)), is_tuple=True, dtype=system._spec.dtype,
+            device=system._spec.device, visible=len(system._spec.shapes), visible_tuple=system._spec.is_tuple,
+        )
+        # The strategies extrapolate y (A = I on it); F and L are taken from Φ, as a sampler's history.
+        system.monitored = slice(0, system._spec.size)
+    elif system.adaptive:
+        if system.substeps != 1:
+            raise InputValueError(
+                f"substeps={substeps} with the adaptive method {method!r}: its step control picks the steps; "
+                "pass rtol/atol (and options=dict(first_step=...)) instead, or a fixed-grid method."
+            )
+        rtol, atol = check_tolerances(1e-9 if atol is None else atol, 1e-7 if rtol is None else rtol)[::-1]
+        if options is not None and not isinstance(options, dict):
+            raise InputTypeError(f"options={options!r} is not a dict; pass e.g. options=dict(first_step=1e-3).")
+        system.control = AdaptiveOptions.from_options(rtol, atol, options)
+        system.stats = AdaptiveStats()
+        system.atol, system.rtol = 1.0, 1.0  # the stopping rule's scale: 1 + |X_n|
+        system._pitsolve_reverse_jvp = True  # data-dependent step control: forward mode cannot trace it
+    else:
+        if options:
+            raise InputValueError(
+                f"options={options!r} are step-control options of adaptive methods; the fixed-grid method "
+                f"{method!r} takes substeps=K (or odeint's options=dict(step_size=...))."
+            )
+        system.atol, system.rtol = check_tolerances(1.0 if atol is None else atol, 1.0 if rtol is None else rtol)
 
 
-def _versions(y: State):
-    """The version counters of the parts of ``y`` (bumped by in-place changes); ``None`` if untracked."""
-    try:
-        return tuple(p._version for p in (y if isinstance(y, tuple) else (y,)))
-    except RuntimeError:  # inference tensors track no versions
-        return None
+def _multistep(system: ODESystem, states: State, indices: torch.Tensor, coarse: bool = False) -> State:
+    """``Φ_n`` (or the coarse ``G_n``) of ``system``'s multistep method on states ``(y…, F, L)``."""
+    spec, adams = system._spec, system.multistep
+    parts = states[: len(spec.shapes)]
+    y = spec.flatten_batch(parts if spec.is_tuple else parts[0])
+    history, length = states[-2], states[-1][:, 0]
+    ta, tb = system.t[indices], system.t[indices + 1]
+
+    def f(tt: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        return spec.flatten_batch(system._batched(tt, spec.unflatten_batch(yy)))
+
+    if coarse:  # one rk4 step; the interval's derivatives interpolated between f at its two ends
+        f0 = f(ta, y)
+        h = tb - ta
+        y = y + rk4_38(f, ta, h, y, f0)
+        history, length = coarse_history(f0, f(tb, y), history, length, system.substeps)
+    else:
+        times = torch.cat([ta.view(-1, 1) + system._s[:-1] * (tb - ta).view(-1, 1), tb.view(-1, 1)], dim=1)
+        y, history, length, failures = adams.advance(f, y, history, length, times)
+        if adams.implicit:
+            for n, count in zip(indices.tolist(), failures.tolist()):
+                if count:
+                    system.corrector_failures[n] = count
+                else:
+                    system.corrector_failures.pop(n, None)
+    out = spec.unflatten_batch(y)
+    return (*(out if spec.is_tuple else (out,)), history, length.view(-1, 1))
