@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from typing import Optional, Tuple, Union
 
-import numpy as np
 import torch
 import torchsde
 from torch import nn
@@ -16,7 +14,9 @@ from ._brownian import GridBrownian, Noise
 from ._devices import digest, replica
 from ._errors import InputTypeError, InputValueError
 from ._grid import as_integer, check_grid, check_positive_int, check_tolerances
+from ._sde_checks import SDEChecks
 from ._sde_extra import check_extra_state, check_options, final_extra_state
+from ._sde_noise import BrownianPath
 from ._sde_views import renamed, with_logqp
 from ._state import StateSpec
 from ._system import BandedSystem
@@ -29,10 +29,6 @@ SDE_METHODS = ("euler", "milstein", "heun", "midpoint", "euler_heun")
 #: space-time Lévy area), ``reversible_heun`` (carries a second state ``z``) and ``log_ode``
 #: (needs a Lévy-area approximation, so a user ``bm``).
 SDE_ALL_METHODS = SDE_METHODS + ("srk", "reversible_heun", "log_ode")
-#: What each method needs from the Brownian path besides the increment (torchsde's solvers).
-_NEEDS = {"srk": "U", "log_ode": "A"}
-#: torchsde's ``levy_area_approximation`` values that serve each need.
-_SERVES = {"U": ("space-time", "davie", "foster"), "A": ("davie", "foster")}
 _NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
 _SDE_TYPES = ("ito", "stratonovich")
 
@@ -44,7 +40,7 @@ def default_method(noise_type: str, sde_type: str) -> str:
     return "euler" if noise_type == "general" else "srk"
 
 
-class SDESystem(BandedSystem):
+class SDESystem(BrownianPath, SDEChecks, BandedSystem):
     r"""``dY = f(t, Y) dt + g(t, Y) dW`` on the grid ``t`` as a banded system.
 
     ``sde`` is an object as for ``torchsde.sdeint``: methods ``f(t, y)`` and
@@ -289,193 +285,6 @@ class SDESystem(BandedSystem):
             "sde": f"{digest(self.sde)} ({self._core.noise_type}, {self._core.sde_type})",
         }
 
-    # -- the fixed Brownian path ----------------------------------------------
-    def noise(self, indices: torch.Tensor) -> Noise:
-        """The path's data on the steps of the intervals ``indices``, in the original time.
-
-        ``W`` (increments, ``[K, B, batch, m]``), and where the method needs
-        them ``H`` (space-time Lévy areas, same shape) or ``A`` (Lévy areas,
-        ``[K, B, batch, m, m]``); see :mod:`pitsolve._brownian`.
-        """
-        if self._path is not None:
-            idx = indices.to(self._path.W.device)
-            return Noise(*(None if x is None else x[idx].transpose(0, 1).to(self.t.device) for x in self._path))
-        batch, K, m = self._spec.shapes[0][0], self.substeps, self._noise_channels
-        need_H = _NEEDS.get(self.method) == "U"
-        W, H = [], []
-        for n in indices.tolist():
-            gen = torch.Generator(device="cpu").manual_seed(_interval_seed(self.seed, n))
-            W.append(torch.randn(K, batch, m, generator=gen, dtype=torch.float64))
-            if need_H:
-                gen = torch.Generator(device="cpu").manual_seed(_interval_seed(self.seed, n, 1))
-                H.append(torch.randn(K, batch, m, generator=gen, dtype=torch.float64) / math.sqrt(12.0))
-        delta = ((self.t[indices + 1] - self.t[indices]).abs() / K).sqrt().view(1, -1, 1, 1)
-        as_state = lambda z: torch.stack(z, dim=1).to(dtype=self._spec.dtype, device=self._spec.device) * delta
-        return Noise(as_state(W), as_state(H) if need_H else None)
-
-    def increments(self, indices: torch.Tensor) -> torch.Tensor:
-        """Brownian increments ``[K, B, batch, m]`` of the intervals ``indices`` (variance ``h_n/K``)."""
-        return self.noise(indices).W
-
-    def brownian_motion(self) -> torchsde.BaseBrownian:
-        """The whole fixed path as a torchsde Brownian motion in the original time ``t``.
-
-        The user's ``bm`` when one was given; else a :class:`GridBrownian`
-        through the seeded increments (with their space-time Lévy areas for
-        ``srk``), so ``torchsde.sdeint(sde, y0, t, bm=..., dt=h/K,
-        method=...)`` reproduces :func:`~pitsolve.sequential`.
-        """
-        if self.bm is not None:
-            return self.bm
-        N, K = self.num_intervals, self.substeps
-        noise = self.noise(torch.arange(N, device=self.t.device))
-        dW = noise.W.transpose(0, 1).reshape(N * K, *noise.W.shape[2:])
-        W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)], dim=0)
-        H = None if noise.H is None else noise.H.transpose(0, 1).reshape(N * K, *noise.H.shape[2:])
-        grid = torch.cat([self._step_times()[:, :-1].reshape(-1), self.t[-1:]])
-        return GridBrownian(grid, W, H)
-
-    def _step_times(self) -> torch.Tensor:
-        """``[N, K+1]``: ``t_n + kδ_n``, with ``t_{n+1}`` itself at ``k = K`` (the query times of the path)."""
-        K = self.substeps
-        t = self.t
-        delta = (t[1:] - t[:-1]) / K
-        k = torch.arange(K + 1, dtype=t.dtype, device=t.device)
-        times = t[:-1, None] + k[None, :] * delta[:, None]
-        times[:, -1] = t[1:]
-        return times
-
-    def _query_bm(self) -> Noise:
-        """The user's ``bm`` on every step, queried once in time order: ``Noise`` of ``[N, K, batch, m(, m)]``."""
-        need = _NEEDS.get(self.method)
-        times = self._step_times().to(self.bm.device)
-        W, X = [], []
-        for n in range(times.shape[0]):
-            for k in range(self.substeps):
-                out = self.bm(times[n, k], times[n, k + 1], return_U=need == "U", return_A=need == "A")
-                if need is None:
-                    W.append(out)
-                    continue
-                W.append(out[0])
-                if need == "U":  # H from U = δ (W/2 + H)
-                    X.append(out[1] / (times[n, k + 1] - times[n, k]) - 0.5 * out[0])
-                else:
-                    X.append(out[1])
-        shape = (times.shape[0], self.substeps)
-        stack = lambda parts: torch.stack(parts).reshape(*shape, *parts[0].shape).detach()
-        W = stack(W)
-        if need is None:
-            return Noise(W)
-        return Noise(W, stack(X), None) if need == "U" else Noise(W, None, stack(X))
-
-    # -- checks ------------------------------------------------------------------
-    def _check_bm(self, bm):
-        """``bm`` checked against the state and the method (``None`` passes, unless the method needs Lévy areas)."""
-        need = _NEEDS.get(self.method)
-        if bm is None:
-            if need == "A":
-                raise InputValueError(
-                    f"method={self.method!r} needs a Lévy-area approximation, which pitsolve's seeded path does "
-                    "not draw; pass bm=torchsde.BrownianInterval(t0, t1, size=(batch, m), "
-                    "levy_area_approximation='davie') (or 'foster'), as torchsde needs."
-                )
-            return None
-        if not isinstance(bm, torchsde.BaseBrownian):
-            raise InputTypeError(
-                f"bm is a {type(bm).__name__}; pass a torchsde Brownian motion (BrownianInterval, "
-                "BrownianTree, BrownianPath or another torchsde.BaseBrownian), or None for the seeded path."
-            )
-        expected = (self._spec.shapes[0][0], self._noise_channels)
-        if tuple(bm.shape) != expected:
-            extra = " (logqp=True with diagonal noise adds the log-ratio's noise channel, as in torchsde)" if (
-                self.logqp and self._core.noise_type == "diagonal") else ""
-            raise InputValueError(
-                f"bm has shape {tuple(bm.shape)}, expected (batch, noise channels) = {expected}{extra}; "
-                f"create it with size={expected}."
-            )
-        if bm.dtype != self._spec.dtype or bm.device != self._spec.device:
-            raise InputTypeError(
-                f"bm has dtype {bm.dtype} on {bm.device} but y0 has dtype {self._spec.dtype} on "
-                f"{self._spec.device}; create it with dtype=y0.dtype, device=y0.device."
-            )
-        if need is not None and bm.levy_area_approximation not in _SERVES[need]:
-            raise InputValueError(
-                f"method={self.method!r} needs bm.levy_area_approximation in {list(_SERVES[need])}, but bm has "
-                f"{bm.levy_area_approximation!r}; create it with levy_area_approximation="
-                f"{_SERVES[need][0]!r} (as torchsde requires)."
-                + (" Or pass bm=None: pitsolve's seeded path carries the space-time Lévy area." if need == "U" else "")
-            )
-        return bm
-
-    def _infer_noise_channels(self) -> int:
-        if self._core.noise_type == "diagonal":
-            return self._sde_dim
-        if self._core.noise_type == "scalar":
-            return 1
-        core, x0 = self._core, self._x0[:, : self._sde_dim]
-        g = core.f_and_g(self.t[0], x0)[1] if not hasattr(core, "g") else core.g(self.t[0], x0)
-        if g.dim() != 3:
-            raise InputValueError(
-                f"sde.g returned shape {tuple(g.shape)} for noise_type={core.noise_type!r}; expected (batch, d, m)."
-            )
-        return g.shape[2]
-
-    def _check_contract(self) -> None:
-        self._check_shapes()
-        try:
-            out = self.propagate(self._x0.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=self.t.device))
-        except ValueError as err:
-            raise InputValueError(f"torchsde rejected the SDE: {err}") from err
-        self._spec.check_batch(out, 1, "the SDE step")
-
-    def _check_output(self, name: str, out, B: int) -> None:
-        """Raise unless ``out``, ``sde.<name>`` on ``B`` intervals at once, has the shape, dtype and device it must."""
-        batch, d = self._spec.shapes[0][0], self._sde_dim
-        diagonal = self._core.noise_type == "diagonal"
-        expected = (batch, d) if name == "f" or diagonal else (batch, d, self._noise_channels)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, *expected):
-            got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise InputValueError(
-                f"sde.{name} returned shape {got} for y of shape {(batch, d)} and "
-                f"noise_type={self._core.noise_type!r}; make it return shape {expected}."
-            )
-        if out.dtype != self._spec.dtype:
-            raise InputTypeError(
-                f"sde.{name} returned dtype {out.dtype} but y0 has dtype {self._spec.dtype}; "
-                "return the dtype of y (e.g. create constants with .to(y))."
-            )
-        if out.device != self._spec.device:
-            raise InputTypeError(
-                f"sde.{name} returned a tensor on {out.device} but y0 lies on {self._spec.device}; "
-                "return it on y's device (e.g. create constants with .to(y))."
-            )
-
-    def _check_shapes(self) -> None:
-        """Call the drift and diffusion (and prior drift) once on ``y0`` and name any shape that does not fit it.
-
-        Also records whether their outputs need grad for a ``y0`` that does not
-        (parameters of the sde that need grad), for :meth:`_integrate`.
-        """
-        view = renamed(self.sde, self.names)
-        t0, y0 = self.t[0], self._y0.detach()
-        with torch.enable_grad():
-            f = view.f(t0, y0) if hasattr(view, "f") else view.f_and_g(t0, y0)[0]
-            g = view.g(t0, y0) if hasattr(view, "g") else view.f_and_g(t0, y0)[1]
-            h = view.h(t0, y0) if self.logqp else None
-        batch, d = self._y0.shape
-        m = self._noise_channels - (1 if self.logqp and view.noise_type == "diagonal" else 0)
-        expected_g = (batch, d) if view.noise_type == "diagonal" else (batch, d, m)
-        checks = [("f", f, (batch, d)), ("g", g, expected_g)] + ([("h", h, (batch, d))] if self.logqp else [])
-        for name, out, expected in checks:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            if got != expected:
-                raise InputValueError(
-                    f"sde.{name} returned shape {got} for y0 of shape {(batch, d)} and "
-                    f"noise_type={view.noise_type!r}; make it return shape {expected}."
-                )
-        self._parameters_need_grad = any(o.requires_grad for o, in ((f,), (g,), (h,)) if o is not None)
-
-
 def _refuse_decreasing(t: torch.Tensor) -> None:
     """Refuse a strictly decreasing grid ``t`` (that failed the increasing check) as ``torchsde.sdeint`` does."""
     if t.dim() == 1 and t.numel() >= 2 and bool(torch.isfinite(t).all()) and bool((t[1:] < t[:-1]).all()):
@@ -556,12 +365,3 @@ class _RescaledSDE(nn.Module):
         f = f.reshape(self.B * self.batch, *f.shape[2:])
         g = g.reshape(self.B * self.batch, *g.shape[2:])
         return self._scale(f, self.delta), self._scale(g, self.delta.sqrt())
-
-
-def _interval_seed(seed: int, n: int, stream: int = 0) -> int:
-    """A 63-bit seed for interval ``n`` of run ``seed`` (independent streams via SeedSequence).
-
-    Stream 0 draws the increments, stream 1 the space-time Lévy areas.
-    """
-    key = [seed, n] if stream == 0 else [seed, n, stream]
-    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Union
