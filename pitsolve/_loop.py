@@ -23,18 +23,16 @@ strategy object.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from . import initializers as _initializers
 from ._acceptance import ErrorBound
 from ._errors import InputValueError
 from ._guard import Guard, Ladder
+from ._loop_ends import finish_sequentially, result
 from ._solution import Iteration, Solution, Status
 from ._system import BandedSystem
 from .jacobians._base import Cost, JacobianStrategy, Sweep
@@ -101,7 +99,7 @@ class Loop:
         try:
             while True:
                 if self.ladder.sequential:
-                    self.finish_sequentially()
+                    finish_sequentially(self)
                     break
                 f.iterations += 1
                 fx, finite = self.propagate()
@@ -120,7 +118,7 @@ class Loop:
                 self.slide(new, shift, ratio, valid, steps)
         finally:
             self.bar.close()
-        return self.result()
+        return result(self)
 
     # -- 1. propagate -----------------------------------------------------------------------------
     def propagate(self):
@@ -301,90 +299,6 @@ class Loop:
         if self.bound is not None:
             return new  # points start+j+1 … of the sub-window's update, row 0 final
         return torch.cat([accepted_new[-1:], new[shift:]])
-
-    # -- the sequential rung ----------------------------------------------------------------------
-    def finish_sequentially(self) -> None:
-        """The guard's last rung: ``X_{n+1} = Φ_n(X_n)`` point by point, as lean as :func:`~pitsolve.sequential`.
-
-        The points are exact continuations of the accepted front, but the
-        front's own error estimate ``ê`` still follows the flow: while it is
-        non-zero, each call carries the error bound's twin row ``X_n − ê``,
-        whose image gives ``J_n ê`` (docs/design.md, "The error bound"), at
-        no extra depth.
-        """
-        f, spec, bound = self.front, self.spec, self.bound
-        self.bar.set_description("pitsolve[sequential]")
-        x = f.x[:1]
-        while f.start < self.N and f.iterations < self.max_iters:
-            f.iterations += 1
-            n = f.start
-            idx = torch.tensor([n], device=spec.device)
-            twin = bound.twin(x[0]) if bound is not None else None
-            f.history["twin_rows"].append(int(twin is not None))
-            if twin is not None:
-                out = self.executor.propagate(torch.cat([x, twin]), idx.repeat(2))
-                depth, nfe = self.system.call_cost(idx.repeat(2))
-                anchor, x = x[0], out[:1]
-                bound.advance_exact(x[0], out[1], n + 1, anchor)
-            else:
-                x = self.executor.propagate(x, idx)
-                depth, nfe = self.system.call_cost(idx)
-            self.cost.nfe += nfe
-            self.cost.depth += depth
-            if not bool(torch.isfinite(x).all()):
-                f.status = Status.NONFINITE
-                break
-            f.history["window_starts"].append(n)
-            f.start += 1
-            self.ys[f.start if self.trajectory else 1] = x[0]
-            f.history["residuals"].append(0.0)
-            f.history["accepted"].append(f.start)
-            self.bar.update(1)
-        f.x = x
-        if f.start >= self.N:
-            f.status = Status.CONVERGED
-
-    # -- the result -------------------------------------------------------------------------------
-    def result(self) -> Solution:
-        f, N = self.front, self.N
-        if f.status is Status.CONVERGED and self.bound is not None and not self.bound.estimate <= self.floor:
-            f.status = Status.UNCERTIFIED
-        if f.status not in (Status.CONVERGED, Status.UNCERTIFIED):
-            # Best iterate: accepted points, the window's iterate, initial guesses beyond it.
-            x, s = f.x, f.start
-            end = s + x.shape[0] - 1
-            rest = self.initializer.initialize(self.system, x[-1], end, N - end, Cost()) if end < N else x[-1:]
-            if self.trajectory:
-                self.ys[s + 1 : end + 1] = x[1:]
-                if end < N:
-                    self.ys[end + 1 :] = rest
-            else:
-                self.ys[1] = rest[-1]
-        bound = self.bound
-        estimate = None if bound is None else bound.estimate
-        message = f.status.value.format(N=N, iterations=f.iterations, accepted=f.start, tol=self.tol,
-                                        estimate=estimate if estimate is not None else math.nan,
-                                        gain=bound.gain_total if bound is not None else math.nan)
-        return Solution(
-            ys=self.spec.trajectory(self.ys),
-            converged=f.status is Status.CONVERGED,
-            status=f.status,
-            message=message,
-            iterations=f.iterations,
-            nfe=self.cost.nfe,
-            depth=self.cost.depth,
-            num_intervals=N,
-            resets=f.resets,
-            fallbacks=self.ladder.fallbacks,
-            budget_sweeps=self.ladder.budget_sweeps,
-            jacobian=self.strategy.name,
-            window=self.window,
-            tol=self.tol,
-            stopping=self.stopping,
-            error_estimate=estimate,
-            wall_time=time.perf_counter() - self.started,
-            **f.history,
-        )
 
 
 def _update(strategy: JacobianStrategy, sweep: Sweep, system: BandedSystem, initializer, finite: torch.Tensor):
