@@ -125,3 +125,15 @@ def test_pipeline_passes_every_solve_option_through(unet):
     assert out.solution.ys[0].shape[0] == 2  # trajectory=False: X_0 and X_N only
     with pytest.raises(InputTypeError, match=r"the pipeline sets shape itself; pass batch_size, height and width"):
         pipe(num_inference_steps=T, shape=(1, 1, 8, 8), output_type="latent")
+
+
+def test_sampler_solve_options_cover_the_core_ones():
+    """The sampler's SolveOptions carry every field of pitsolve.SolveOptions (devices sit in SampleSetup; a
+    per-sweep callback needs pitsolve.solve on build_system's system), so the two cannot drift apart."""
+    from dataclasses import fields
+
+    from pitsolve.adapters.diffusers import SampleSetup
+
+    core = {f.name for f in fields(pitsolve.SolveOptions)}
+    ours = {f.name for f in fields(SolveOptions)} | {f.name for f in fields(SampleSetup)}
+    assert core - ours == {"callback"}

@@ -100,7 +100,9 @@ class Conditioning:
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """How the parallel solve runs (:func:`pitsolve.solve`'s options, plus the sampler's own).
+    """How the parallel solve runs: the fields of :class:`pitsolve.SolveOptions` (``devices`` is in
+    :class:`SampleSetup`; a per-sweep ``callback`` needs :func:`pitsolve.solve` on :func:`build_system`'s
+    system), with the sampler's defaults, plus the sampler's own ``scale_floor`` and ``preconditioning_steps``.
 
     :func:`~pitsolve.adapters.diffusers.sequential_sample` accepts and ignores
     them, so one set of keyword arguments drives both samplers.
