@@ -1,9 +1,9 @@
-"""The backward pass of a neural ODE three ways: the parallel adjoint, backprop through the sequential solve,
-torchdiffeq's adjoint; sequential depth, saved memory and gradient agreement.
+"""Suite ``adjoint``: the backward pass of a neural ODE three ways: the parallel adjoint, backprop through the
+sequential solve, torchdiffeq's adjoint; sequential depth, saved memory and gradient agreement.
 
-``python -m benchmarks.adjoint`` differentiates ``L = Σ_n ‖X_n‖²`` of a random neural ODE
-``dy/dt = MLP(y³)`` (the spiral model of torchdiffeq's ode_demo, float64, rk4 on a uniform grid
-of N intervals over ``[0, T]``) with respect to ``y0`` and the weights:
+``python -m benchmarks.run --suite adjoint`` (alias ``python -m benchmarks.adjoint``) differentiates
+``L = Σ_n ‖X_n‖²`` of a random neural ODE ``dy/dt = MLP(y³)`` (the spiral model of torchdiffeq's
+ode_demo, float64, rk4 on a uniform grid of N intervals over ``[0, T]``) with respect to ``y0`` and the weights:
 
 * ``backprop sequential`` — autograd through :func:`pitsolve.sequential` (discretise-then-optimise, the
   reference gradient; its backward runs the N intervals one after another);
@@ -21,26 +21,22 @@ other).  The Jacobi sweep (``zero``) runs only up to N = 256: it needs about N w
 ``torch.autograd.graph.saved_tensors_hooks`` (storages counted once while any tensor saved from them is
 alive; torch.cuda is not available on this machine).  It does not count the N+1 trajectory states of the
 result (``X``, and ``λ`` in the adjoint solve), which every method holds.  Gradient errors are relative to
-the largest entry of the reference gradient.  Writes ``benchmarks/results/adjoint.{json,md}``.
+the largest entry of the reference gradient.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import torch
 import torchdiffeq
 
 import pitsolve
 
-from . import _record
+from .. import _record
 
-OUT = Path(__file__).resolve().parent / "results"
-COMMAND = "python -m benchmarks.adjoint"
+TITLE = "The parallel adjoint: backward depth, saved memory, gradients"
 F64 = torch.float64
 STRATEGIES = ("dense", "identity", "secant", "anderson", "zero")
 #: The largest N at which the Jacobi sweep ("zero") is run: it takes about N waves (no contraction here).
@@ -274,42 +270,39 @@ def summary(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--intervals", type=int, nargs="+", default=[64, 256, 1024], help="N (default 64 256 1024)")
-    parser.add_argument("--substeps", type=int, default=1, help="rk4 steps per interval K (default 1)")
-    parser.add_argument("--horizon", type=float, default=10.0, help="T of the grid [0, T] (default 10)")
-    parser.add_argument("--windows", type=int, nargs="+", default=[0, 64], help="adjoint windows, 0 = N (default 0 64)")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="adjoint strategies")
-    parser.add_argument("--tol", type=float, default=1e-10, help="tol of both solves (default 1e-10)")
-    parser.add_argument("--dim", type=int, default=2, help="state size D (default 2, the spiral)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: the model's tensors are small; on 2 busy cores intra-op "
-                             "threads made an elementwise op 100x slower)")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
-    args = parser.parse_args(argv)
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("suite adjoint")
+    group.add_argument("--adjoint-intervals", type=int, nargs="+", default=None, metavar="N",
+                       help="N (default 64 256 1024; quick 16)")
+    group.add_argument("--adjoint-substeps", type=int, default=1, help="rk4 steps per interval K (default 1)")
+    group.add_argument("--adjoint-horizon", type=float, default=10.0, help="T of the grid [0, T] (default 10)")
+    group.add_argument("--adjoint-windows", type=int, nargs="+", default=[0, 64],
+                       help="adjoint windows, 0 = N (default 0 64)")
+    group.add_argument("--adjoint-strategies", nargs="+", default=None,
+                       help=f"adjoint strategies (default {' '.join(STRATEGIES)}; quick dense identity)")
+    group.add_argument("--adjoint-tol", type=float, default=1e-10, help="tol of both solves (default 1e-10)")
+    group.add_argument("--adjoint-dim", type=int, default=2, help="state size D (default 2, the spiral)")
+    group.add_argument("--adjoint-threads", type=int, default=1,
+                       help="torch threads (default 1: the model's tensors are small; on 2 busy cores intra-op "
+                            "threads made an elementwise op 100x slower)")
+
+
+def run(args) -> List[dict]:
+    quick = bool(getattr(args, "quick", False))
+    Ns = args.adjoint_intervals or ([16] if quick else [64, 256, 1024])
+    strategies = args.adjoint_strategies or (["dense", "identity"] if quick else list(STRATEGIES))
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.adjoint_threads)
     try:
-        return _run(args, argv)
+        return measure(Ns, args.adjoint_substeps, args.adjoint_horizon, args.adjoint_windows, strategies,
+                       args.adjoint_tol, args.adjoint_dim)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(args, argv) -> dict:
-    command = " ".join([COMMAND, *argv])
-    h = _record.header("adjoint", command, "cpu", False, {k: v for k, v in vars(args).items() if k != "out"})
-    started = time.time()
-    rows = measure(args.intervals, args.substeps, args.horizon, args.windows, args.strategies, args.tol, args.dim)
-    h["elapsed_s"] = time.time() - started
-    sections = [("", __doc__.split("\n\n", 1)[1].strip()), ("Summary", summary(rows))]
-    paths = _record.write(args.out, "adjoint", h, rows, sections, {}, HEADERS, "The parallel adjoint: "
-                          "backward depth, saved memory, gradients")
-    print(summary(rows))
-    print("->", ", ".join(str(p) for p in paths))
-    return {"header": h, "records": rows, "paths": paths}
+def sections(records: List[dict], args) -> List[tuple]:
+    return [("", __doc__.split("\n\n", 1)[1].strip()), ("Summary", summary(records))]
 
 
-if __name__ == "__main__":
-    main()
+def figures(records: List[dict], args) -> Dict[str, object]:
+    return {}  # the tables are the record

@@ -1,4 +1,4 @@
-"""Benchmark: time in communication vs in model calls per sweep, for 1, 2 and 4 torch.distributed ranks.
+"""Suite ``distributed``: time in communication vs in model calls per sweep, for 1, 2 and 4 torch.distributed ranks.
 
 Each world size runs in its own gloo process group of local processes on
 127.0.0.1 (one intra-op thread per rank); every rank solves the same problems
@@ -7,8 +7,9 @@ executor's statistics: seconds in its own slice of the model calls, and
 seconds in the exchanges (the ``all_gather`` of every sweep, including the wait
 for the slowest rank).  A row ``local`` is the plain single-process solve.
 
-    python benchmarks/distributed.py           # 1, 2, 4 ranks; writes benchmarks/results/distributed.{json,md}
-    python benchmarks/distributed.py --ranks 1 2 --repeats 3
+    python -m benchmarks.run --suite distributed     # 1, 2, 4 ranks (alias: python benchmarks/distributed.py)
+    python -m benchmarks.run --suite distributed --distributed-ranks 1 2 --repeats 3
+    python -m benchmarks.run --suite distributed --quick   # 1 and 2 ranks, one repeat
 
 Workloads: a neural ODE (an MLP vector field, N = 64 intervals of 8 RK4 steps,
 identity strategy, window 64) and DDPM sampling with a small random UNet
@@ -18,21 +19,22 @@ the iterations do not depend on the number of ranks.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
-import platform
+import json
 import socket
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import repeats as default_repeats
+
+TITLE = "Distributed execution: communication vs model time per sweep"
+RECORD_TABLES = False  # sections() shows the records in milliseconds, with min / mean / max over ranks
 
 
 # -- workloads (the same on every rank) ---------------------------------------------------------------
@@ -149,17 +151,17 @@ def run_world(world, repeats):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = ROOT / "benchmarks" / "results" / f".distributed-{world}.json"
-    procs = [ctx.Process(target=rank_main, args=(r, world, port, repeats, str(out))) for r in range(max(world, 1))]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    if any(p.exitcode for p in procs):
-        raise SystemExit(f"a rank of the {world}-rank run failed: exit codes {[p.exitcode for p in procs]}")
-    data = json.loads(out.read_text())
-    out.unlink()
-    return data
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"distributed-{world}.json"
+        procs = [ctx.Process(target=rank_main, args=(r, world, port, repeats, str(out)))
+                 for r in range(max(world, 1))]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise SystemExit(f"a rank of the {world}-rank run failed: exit codes {[p.exitcode for p in procs]}")
+        return json.loads(out.read_text())
 
 
 def summarise(world, gathered):
@@ -202,64 +204,37 @@ def summarise(world, gathered):
     return rows
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform(),
-            "load_average_at_start": load}
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("suite distributed")
+    group.add_argument("--distributed-ranks", type=int, nargs="+", default=None, metavar="R",
+                       help="world sizes (default 1 2 4; quick 1 2); a local single-process row is always added")
 
 
-def versions():
-    import diffusers
-
-    import pitsolve
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    try:
-        commit, dirty = git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain"))
-    except OSError:
-        commit, dirty = "unknown", None
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "pitsolve": pitsolve.__version__, "git_commit": commit, "uncommitted_changes": dirty}
+def run(args) -> List[dict]:
+    ranks = args.distributed_ranks or ([1, 2] if args.quick else [1, 2, 4])
+    repeats = default_repeats(args, full=3, quick=1)
+    rows = []
+    for world in [0, *ranks]:
+        t0 = time.perf_counter()
+        rows += summarise(world, run_world(world, repeats))
+        print(f"{world or 'local'} rank(s): {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
 
 
-def markdown(record) -> str:
-    m, v = record["machine"], record["versions"]
-    lines = [
-        "# Distributed execution: communication vs model time per sweep",
-        "",
-        f"Measured {record['date']} with `{record['command']}`.",
-        "",
-        f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['platform']}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])} (the machine is shared)",
-        f"- versions: Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, pitsolve {v['pitsolve']} "
-        f"(git {v['git_commit']}{', uncommitted changes' if v['uncommitted_changes'] else ''})",
+def sections(records: List[dict], args) -> List[tuple]:
+    intro = (
         "- ranks: local processes in one gloo group on 127.0.0.1, one intra-op thread each; "
-        "`local` is the plain single-process solve",
+        "`local` is the plain single-process solve\n"
         "- per sweep = per exchange of Φ (one per iteration); median over "
-        f"{record['repeats']} repeats after one warm-up. *model*: seconds in the rank's own slice of the "
+        f"{records[0]['repeats']} repeats after one warm-up. *model*: seconds in the rank's own slice of the "
         "model calls (slowest rank); *comm*: seconds in the exchange, which includes waiting for the "
         "slowest rank (min / mean / max over ranks); *comm share*: comm / (comm + model), mean rank; "
         "*bare all_gather*: the same bytes gathered 200 times in a row with no model calls in between "
-        "(the transfer alone, slowest rank)",
-        "",
-        "| workload | ranks | iterations | bytes gathered / sweep | model ms / sweep "
-        "| comm ms / sweep (min / mean / max) | comm share | bare all_gather ms | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in record["rows"]:
+        "(the transfer alone, slowest rank)")
+    lines = ["| workload | ranks | iterations | bytes gathered / sweep | model ms / sweep "
+             "| comm ms / sweep (min / mean / max) | comm share | bare all_gather ms | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
         lines.append(
             f"| {r['workload']} | {r['ranks']} | {r['iterations']} | {r['bytes_gathered_per_sweep']:,} | "
             f"{1e3 * r['model_s_per_sweep_slowest_rank']:.2f} | "
@@ -267,42 +242,14 @@ def markdown(record) -> str:
             f"{1e3 * r['comm_s_per_sweep_max_rank']:.2f} | {100 * r['comm_fraction_mean_rank']:.0f}% | "
             f"{1e3 * r['bare_all_gather_s']:.2f} | {r['wall_s']:.3f} |"
         )
-    lines += ["", record["note"], ""]
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    record = {
-        "benchmark": "distributed",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *(sys.argv[1:] if argv is None else argv)]),
-        "machine": machine(),
-        "versions": versions(),
-        "repeats": args.repeats,
-        "rows": [],
-    }
-    for world in [0, *args.ranks]:
-        t0 = time.perf_counter()
-        record["rows"] += summarise(world, run_world(world, args.repeats))
-        print(f"{world or 'local'} rank(s): {time.perf_counter() - t0:.0f} s", flush=True)
-    cores = record["machine"]["logical_cores"]
-    record["note"] = (
-        f"On this {cores}-core CPU the ranks share the cores with each other (and with other users of the "
+    note = (
+        f"On this {os.cpu_count()}-core CPU the ranks share the cores with each other (and with other users of the "
         "machine), so more ranks than cores cannot speed the model calls up: the point of the record is the "
         "split of each sweep between model calls and communication, not the speed-up. Communication on one "
         "host is a memory copy through gloo's TCP loopback; the comm times above also absorb the ranks' "
-        "imbalance (waiting for the slowest)."
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "distributed.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "distributed.md").write_text(markdown(record))
-    print(markdown(record))
+        "imbalance (waiting for the slowest).")
+    return [("", intro), ("Per sweep", "\n".join(lines)), ("Reading", note)]
 
 
-if __name__ == "__main__":
-    main()
+def figures(records: List[dict], args) -> Dict[str, object]:
+    return {}  # the table is the record

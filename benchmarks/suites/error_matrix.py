@@ -1,7 +1,8 @@
-"""Does ``tol`` bound the error?  Both acceptance rules against the sequential result, on ODEs and diffusion samplers.
+"""Suite ``error_matrix``: does ``tol`` bound the error?  Both acceptance rules against the sequential result,
+on ODEs and diffusion samplers.
 
-    python -m benchmarks.error_matrix            # the full matrix (a 2-core CPU: see the header's run time)
-    python -m benchmarks.error_matrix --quick    # smoke-test sizes, into benchmarks/results/quick/
+    python -m benchmarks.run --suite error_matrix          # the full matrix (alias: python -m benchmarks.error_matrix)
+    python -m benchmarks.run --suite error_matrix --quick  # smoke-test sizes, into benchmarks/results/quick/
 
 ``pitsolve.solve(system, strategy, tol=tol, stopping=rule, throw=False)``
 with the default guard and window, for ``rule`` in ``("error", "eq14")``
@@ -33,30 +34,27 @@ their traceback (status ``ERROR``).  Subnormal floats are flushed to zero
 acts on the calling thread only): without them some sweeps of the digits
 UNet on DDPM run 10–100× slower on a 2-core CPU.
 
-Writes ``error_matrix.json`` (header and every run) and ``error_matrix.md``
-(summaries) into ``benchmarks/results/`` (``--quick``: ``benchmarks/results/quick/``).
+``error_matrix.json`` holds every run (a crash with its ``_traceback``);
+``error_matrix.md`` the summaries only (``RECORD_TABLES = False``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shlex
 import statistics
-import sys
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _record
-from .suites.ode import AllenCahn, lorenz  # the ode suite's problems
+from .. import _record
+from .ode import AllenCahn, lorenz  # the ode suite's problems
 
-OUT = Path(__file__).resolve().parent / "results"
+TITLE = "Does `tol` bound the error? Acceptance rules `error` and `eq14` against the sequential result"
+RECORD_TABLES = False  # hundreds of runs: the Markdown holds the summaries of sections(), the JSON every run
 DT = torch.float64
 RULES = ("error", "eq14")
 ODE_TOLS = (1e-2, 1e-4, 1e-6, 1e-8)
@@ -475,13 +473,11 @@ def diffusion_table(records: Sequence[Dict]) -> List[str]:
     return lines
 
 
-def markdown(h: Dict, records: Sequence[Dict], crashes: Sequence[Dict]) -> str:
+def report(records: Sequence[Dict], crashes: Sequence[Dict]) -> List[str]:
+    """The Markdown below the header: metrics, headline, depth to a target, exceptions, the aggregated runs."""
     ode = [r for r in records if r["part"] == "ode"]
     diff = [r for r in records if r["part"] == "diff"]
-    lines = [f"# Does `tol` bound the error? Acceptance rules `error` and `eq14` against the sequential result"
-             f"{' (quick mode)' if h['quick'] else ''}", "", *_record.header_lines(h),
-             f"- options: {json.dumps(h['options'])}", "",
-             __doc__.split("\n\n", 2)[2].split("\nWrites")[0].strip(), "",
+    lines = [__doc__.split("\n\n", 2)[2].split("\n``error_matrix.json``")[0].strip(), "",
              "**Metrics.** *error*: ODE — `‖ys − ref‖_F / ‖ref‖_F` over the whole trajectory; diffusion — the "
              "relative RMS error of the final sample. *measure*: `max_n system.error_ratio(ys[n], ref[n])` over the "
              "trajectory, the solver's own measure (ODE: RMS of the difference over `1 + |X_n|`; diffusion: RMS "
@@ -501,77 +497,88 @@ def markdown(h: Dict, records: Sequence[Dict], crashes: Sequence[Dict]) -> str:
         lines += ["### ODE", "", *depth_table(records, "ode"), ""]
     if diff:
         lines += ["### Diffusion (digits DDPM)", "", *depth_table(records, "diff"), ""]
-    if crashes:
-        lines += ["## Exceptions raised by pitsolve", ""]
-        for c in crashes:
-            lines += [f"- {c['part']} {c['case']} {c['strategy']} tol={c['tol']:g} stopping={c['rule']!r}"
-                      + (f" seed={c['seed']}" if 'seed' in c else ""), "", "```", c["traceback"].rstrip(), "```", ""]
+    lines += _crash_lines(crashes)
     if diff:
         lines += ["## Diffusion runs (aggregated over seeds)", "", *diffusion_table(records), ""]
     if ode:
         lines += ["## ODE runs", "", *ode_table(records), ""]
+    return lines + _skipped_lines(records)
+
+
+def _crash_lines(crashes: Sequence[Dict]) -> List[str]:
+    if not crashes:
+        return []
+    lines = ["## Exceptions raised by pitsolve", ""]
+    for c in crashes:
+        lines += [f"- {c['part']} {c['case']} {c['strategy']} tol={c['tol']:g} stopping={c['rule']!r}"
+                  + (f" seed={c['seed']}" if 'seed' in c else ""), "", "```", c["traceback"].rstrip(), "```", ""]
+    return lines
+
+
+def _skipped_lines(records: Sequence[Dict]) -> List[str]:
     skipped = [r for r in records if r["status"].startswith("skipped")]
-    if skipped:
-        lines += ["## Skipped", ""]
-        for case, strategy, status in dict.fromkeys((r["case"], r["strategy"], r["status"]) for r in skipped):
-            which = [r for r in skipped if (r["case"], r["strategy"], r["status"]) == (case, strategy, status)]
-            tols = ", ".join(f"{r['tol']:g}/{r['rule']}" for r in which if "seed" not in r or r["seed"] == which[0].get("seed"))
-            lines.append(f"- {case}, {strategy}: {status} ({tols})")
-        lines.append("")
-    return "\n".join(lines)
+    if not skipped:
+        return []
+    lines = ["## Skipped", ""]
+    for case, strategy, status in dict.fromkeys((r["case"], r["strategy"], r["status"]) for r in skipped):
+        which = [r for r in skipped if (r["case"], r["strategy"], r["status"]) == (case, strategy, status)]
+        tols = ", ".join(f"{r['tol']:g}/{r['rule']}" for r in which if "seed" not in r or r["seed"] == which[0].get("seed"))
+        lines.append(f"- {case}, {strategy}: {status} ({tols})")
+    return lines + [""]
 
 
-# -- main ------------------------------------------------------------------------------------------------
-def main(argv: Optional[List[str]] = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.error_matrix", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-test sizes, written under <out>/quick")
-    parser.add_argument("--part", choices=("ode", "diffusion", "both"), default="both")
-    parser.add_argument("--seeds", type=int, default=None, help=f"diffusion seeds (default {SEEDS}, quick {QUICK_SEEDS})")
-    parser.add_argument("--cap", type=float, default=None, help=f"seconds per run (default {CAP:g}, quick {QUICK_CAP:g})")
-    parser.add_argument("--strategies", nargs="+", default=None, help="ODE strategies (default: the whole REGISTRY)")
-    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {OUT})")
-    args = parser.parse_args(argv)
+# -- the suite -----------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("suite error_matrix")
+    group.add_argument("--error-matrix-part", choices=("ode", "diffusion", "both"), default="both",
+                       help="which part to run (default both)")
+    group.add_argument("--error-matrix-seeds", type=int, default=None, metavar="n",
+                       help=f"diffusion seeds (default {SEEDS}, quick {QUICK_SEEDS})")
+    group.add_argument("--error-matrix-cap", type=float, default=None, metavar="S",
+                       help=f"seconds per run (default {CAP:g}, quick {QUICK_CAP:g})")
+    group.add_argument("--error-matrix-strategies", nargs="+", default=None,
+                       help="ODE strategies (default: the whole REGISTRY)")
 
+
+def run(args) -> List[dict]:
     import pitsolve
 
     # One thread: torch.set_flush_denormal acts on the calling thread only, and the digits UNet meets subnormal
     # floats on some iterates (DDPM-50, identity, eq14, tol 0.1: 22 s on 2 threads, 3.5 s with the flush, 0.4 s
     # with the flush on one thread, measured on the 2-core CPU of the first run).
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    out = args.out or (OUT / "quick" if args.quick else OUT)
-    cap = args.cap or (QUICK_CAP if args.quick else CAP)
-    seeds = args.seeds or (QUICK_SEEDS if args.quick else SEEDS)
-    strategies = args.strategies or sorted(pitsolve.jacobians.REGISTRY)
-    command = "python -m benchmarks.error_matrix" + (" " + shlex.join(argv) if argv else "")
-    h = _record.header("error_matrix", command, "cpu", args.quick,
-                       {"part": args.part, "cap_s": cap, "seeds": seeds, "strategies": strategies,
-                        "ode_tols": ODE_TOLS, "diffusion_tols": DIFF_TOLS, "flush_denormal": True})
-    started = time.perf_counter()
-    matrix = Matrix(cap)
+    quick, part = bool(args.quick), args.error_matrix_part
+    matrix = Matrix(args.error_matrix_cap or (QUICK_CAP if quick else CAP))
     timings = {}
-    if args.part in ("ode", "both"):
-        t = time.perf_counter()
-        ode_part(matrix, args.quick, strategies)
-        timings["ode_s"] = round(time.perf_counter() - t, 1)
-    if args.part in ("diffusion", "both"):
-        t = time.perf_counter()
-        diffusion_part(matrix, args.quick, seeds)
-        timings["diffusion_s"] = round(time.perf_counter() - t, 1)
-    h["elapsed_s"] = round(time.perf_counter() - started, 1)
-    h["part_seconds"] = timings
-    out.mkdir(parents=True, exist_ok=True)
-    data = {"header": h, "records": [_record._plain(r) for r in matrix.records],
-            "crashes": [_record._plain(c) for c in matrix.crashes]}
-    (out / "error_matrix.json").write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
-    md = markdown(h, matrix.records, matrix.crashes)
-    md = md.replace(f"- date: {h['date']}", f"- date: {h['date']}; parts: "
-                    + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items()), 1)
-    (out / "error_matrix.md").write_text(md + "\n")
-    print(f"[error_matrix] {len(matrix.records)} records, {len(matrix.crashes)} exceptions in {h['elapsed_s']:.0f} s "
-          f"-> {out / 'error_matrix.md'}, {out / 'error_matrix.json'}", flush=True)
+    try:
+        if part in ("ode", "both"):
+            t = time.perf_counter()
+            ode_part(matrix, quick, args.error_matrix_strategies or sorted(pitsolve.jacobians.REGISTRY))
+            timings["ode"] = round(time.perf_counter() - t, 1)
+        if part in ("diffusion", "both"):
+            t = time.perf_counter()
+            diffusion_part(matrix, quick, args.error_matrix_seeds or (QUICK_SEEDS if quick else SEEDS))
+            timings["diffusion"] = round(time.perf_counter() - t, 1)
+    finally:
+        torch.set_num_threads(threads)
+    args.error_matrix_part_seconds = timings  # for sections(): the header is written before the run
+    print(f"[error_matrix] {len(matrix.records)} records, {len(matrix.crashes)} exceptions", flush=True)
+    return matrix.records
 
 
-if __name__ == "__main__":
-    main()
+def sections(records: List[dict], args) -> List[tuple]:
+    crashes = [{**r, "traceback": r["_traceback"]} for r in records if "_traceback" in r]
+    quick = bool(args.quick)
+    options = {"part": args.error_matrix_part, "cap_s": args.error_matrix_cap or (QUICK_CAP if quick else CAP),
+               "seeds": args.error_matrix_seeds or (QUICK_SEEDS if quick else SEEDS),
+               "ode_tols": ODE_TOLS, "diffusion_tols": DIFF_TOLS, "flush_denormal": True}
+    parts = getattr(args, "error_matrix_part_seconds", {})
+    lead = (f"Options: {json.dumps(options)}; time per part: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
+    return [("", lead + "\n\n" + "\n".join(report(records, crashes)))]
+
+
+def figures(records: List[dict], args) -> Dict[str, object]:
+    return {}  # the summaries are the record

@@ -1,8 +1,9 @@
-"""What the sequential loop costs beyond its model calls: pitsolve's sequential sampler against
-Diffusers' own ``DDPMPipeline`` loop and against the bare UNet calls alone.
+"""Suite ``loop_overhead``: what the sequential loop costs beyond its model calls: pitsolve's sequential
+sampler against Diffusers' own ``DDPMPipeline`` loop and against the bare UNet calls alone.
 
-``python -m benchmarks.loop_overhead`` runs DDPM-1000 on the bundled digits model (one image, seed 0)
-three ways, alternating over several rounds in one process:
+``python -m benchmarks.run --suite loop_overhead`` (alias ``python -m benchmarks.loop_overhead``) runs
+DDPM-1000 on the bundled digits model (one image, seed 0) three ways, alternating over several rounds in
+one process:
 
 * ``unet only`` — the 1000 UNet calls at batch 1 and nothing else (the floor of any sequential loop);
 * ``diffusers`` — ``DDPMPipeline.__call__(output_type="np")``: UNet call and ``scheduler.step`` per step;
@@ -10,23 +11,24 @@ three ways, alternating over several rounds in one process:
   adapter's ``DiffusionSystem``; the baseline every wall-time speed-up in the diffusion suite divides).
 
 Reported as seconds per step (median over rounds) and as ratios to the UNet-only loop, so the
-per-step bookkeeping of each loop is visible.  Writes ``benchmarks/results/loop_overhead.{json,md}``.
+per-step bookkeeping of each loop is visible.  ``--repeats`` sets the rounds (default 3; quick 1, with
+``--loop-overhead-steps`` 50 instead of 1000).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
+from typing import Dict, List
 
 import torch
 
-from . import _record
+from . import repeats
 
-OUT = Path(__file__).resolve().parent / "results"
-COMMAND = "python -m benchmarks.loop_overhead"
+TITLE = "The sequential loop's cost beyond its model calls"
+HEADERS = {"loop": "loop", "seconds": "seconds", "worst_seconds": "worst round", "ms_per_step": "ms per step",
+           "ratio_to_unet_only": "× UNet-only", "overhead_ms_per_step": "overhead ms per step"}
+HIDDEN = ("steps", "rounds")
 
 
 def _timed(fn) -> float:
@@ -78,30 +80,24 @@ def measure(steps: int, rounds: int) -> dict:
     return {"rows": rows, "times": times}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000, help="DDPM steps (default: 1000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: 3)")
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.rounds < 1:
-        raise SystemExit(f"--steps={args.steps} and --rounds={args.rounds} must both be >= 1.")
-    command = COMMAND + ("" if (args.steps, args.rounds) == (1000, 3) else f" --steps {args.steps} --rounds {args.rounds}")
-    h = _record.header("loop_overhead", command, "cpu", False, vars(args))
-    started = time.time()
-    result = measure(args.steps, args.rounds)
-    h["elapsed_s"] = time.time() - started
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop_overhead.json").write_text(json.dumps({"header": h, **result}, indent=2))
-    lines = ["# The sequential loop's cost beyond its model calls", "", *_record.header_lines(h), "",
-             f"DDPM-{args.steps}, bundled digits UNet, one image; median of {args.rounds} alternating rounds.", "",
-             "| loop | seconds | worst round | ms per step | × UNet-only | overhead ms per step |",
-             "|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['loop']} | {r['seconds']:.2f} | {r['worst_seconds']:.2f} | {r['ms_per_step']:.2f} | "
-                     f"{r['ratio_to_unet_only']:.3f} | {r['overhead_ms_per_step']:.2f} |")
-    (OUT / "loop_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("suite loop_overhead")
+    group.add_argument("--loop-overhead-steps", type=int, default=None, metavar="T",
+                       help="DDPM steps (default 1000; quick 50)")
 
 
-if __name__ == "__main__":
-    main()
+def run(args) -> List[dict]:
+    steps = args.loop_overhead_steps or (50 if args.quick else 1000)
+    rounds = repeats(args, full=3, quick=1)
+    if steps < 1:
+        raise SystemExit(f"--loop-overhead-steps={steps} must be >= 1.")
+    return measure(steps, rounds)["rows"]
+
+
+def sections(records: List[dict], args) -> List[tuple]:
+    r = records[0]
+    return [("", f"DDPM-{r['steps']}, bundled digits UNet, one image; median of {r['rounds']} alternating rounds.")]
+
+
+def figures(records: List[dict], args) -> Dict[str, object]:
+    return {}  # the table is the record

@@ -1,29 +1,26 @@
-"""The depth floor of each strategy: the error of the final sample after every sweep, with no stopping rule.
+"""Suite ``oracle``: the depth floor of each strategy: the final sample's error after every sweep, no stopping rule.
 
-``python -m benchmarks.oracle`` solves the digits model's DDIM-50/25 and
-DPM-Solver++-50/25 samplers (one image, seed 0, N = T, the whole window,
+``python -m benchmarks.run --suite oracle`` (alias ``python -m benchmarks.oracle``) solves the digits
+model's DDIM-50/25 and DPM-Solver++-50/25 samplers (one image, seed 0, N = T, the whole window,
 copy-forward start) with ``tol=0`` for a fixed number of sweeps, and records
 after each sweep the relative RMS error of the window's last point (the
 final sample) against the sequential sample.  The first sweep whose error
 is ≤ 1e-2 is the depth an oracle stopping rule would give: no stopping
-rule based on the iterates can stop sooner.  Writes
-``benchmarks/results/oracle.{json,md}``.
+rule based on the iterates can stop sooner.  Quick mode: DDIM-25 only,
+identity and secant.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
+from typing import Dict, List
 
 import torch
 
 import pitsolve
-from pitsolve.adapters.diffusers import build_system
 
-from . import _record
-
-OUT = Path(__file__).resolve().parent / "results"
+TITLE = "Oracle depth: the fewest sweeps any stopping rule could stop at"
+HIDDEN = ("errors",)
+HEADERS = {"oracle_sweeps": "oracle sweeps"}
 SAMPLERS = (("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25), ("DPM++-50", "dpmsolver++", 50),
             ("DPM++-25", "dpmsolver++", 25))
 STRATEGIES = {
@@ -37,6 +34,10 @@ TARGET = 1e-2
 
 
 def curve(unet, sched, T: int, make) -> list:
+    """Relative RMS error of the final sample after each of :data:`SWEEPS` sweeps (tol 0, guard off)."""
+    from pitsolve.adapters.diffusers import build_system
+    from pitsolve.adapters.diffusion import PosteriorInit
+
     def system():
         return build_system(unet, sched, num_inference_steps=T, shape=(1, 1, 16, 16),
                             generator=torch.Generator().manual_seed(0))
@@ -51,46 +52,44 @@ def curve(unet, sched, T: int, make) -> list:
             last = it.iterate[-1, :D].view_as(ref)
             errors.append(float((last - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()))
 
-    from pitsolve.adapters.diffusion import PosteriorInit
-
     with torch.no_grad():
         pitsolve.solve(system(), make(), tol=0.0, max_iters=SWEEPS, init=PosteriorInit(0), guard=False,
                        throw=False, callback=record)
     return errors
 
 
-def main() -> None:
+def run(args) -> List[dict]:
     from pitsolve.adapters.cli.models import make_scheduler
     from pitsolve.adapters.digits import load_pipeline
 
-    h = _record.header("oracle", "python -m benchmarks.oracle", "cpu", False, {"sweeps": SWEEPS, "target": TARGET})
+    quick = bool(getattr(args, "quick", False))
+    samplers = SAMPLERS[1:2] if quick else SAMPLERS
+    strategies = {k: v for k, v in STRATEGIES.items() if not quick or k.startswith(("identity", "secant"))}
     pipe = load_pipeline()
     unet = pipe.unet.eval()
-    started = time.time()
     rows = []
-    for name, kind, T in SAMPLERS:
+    for name, kind, T in samplers:
         sched = make_scheduler(kind, pipe.scheduler)
-        for label, make in STRATEGIES.items():
+        for label, make in strategies.items():
             errors = curve(unet, sched, T, make)
             first = next((k for k, e in enumerate(errors, 1) if e <= TARGET), None)
             rows.append({"sampler": name, "strategy": label, "errors": errors, "oracle_sweeps": first})
             print(f"{name:9} {label:20} oracle sweeps {first}  " + " ".join(f"{e:.1e}" for e in errors), flush=True)
-    h["elapsed_s"] = time.time() - started
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "oracle.json").write_text(json.dumps({"header": h, "records": rows}, indent=2))
+    return rows
+
+
+def sections(records: List[dict], args) -> List[tuple]:
     head = " | ".join(f"k={k}" for k in range(1, SWEEPS + 1))
-    lines = ["# Oracle depth: the fewest sweeps any stopping rule could stop at", "", *_record.header_lines(h), "",
-             "Digits DDPM, one image, seed 0, N = T, whole window, "
-             "copy-forward start, tol 0 (no stopping rule), guard off. Each column: relative RMS error of the "
-             "final sample after sweep k. *Oracle sweeps*: the first k with error ≤ 1e-2, the fewest sweeps any "
-             "stopping rule could stop at. Newton's sweeps each cost one more sequential JVP sweep of depth p−1 "
-             "(its depth is not its sweep count).", "",
-             f"| sampler | strategy | oracle sweeps | {head} |", "|---|---|---|" + "---|" * SWEEPS]
-    for r in rows:
+    lines = [f"| sampler | strategy | oracle sweeps | {head} |", "|---|---|---|" + "---|" * SWEEPS]
+    for r in records:
         errs = " | ".join(f"{e:.1e}" for e in r["errors"]) + " |" * (SWEEPS - len(r["errors"]))
         lines.append(f"| {r['sampler']} | {r['strategy']} | {r['oracle_sweeps'] or '> ' + str(SWEEPS)} | {errs} |")
-    (OUT / "oracle.md").write_text("\n".join(lines) + "\n")
+    intro = ("Digits DDPM, one image, seed 0, N = T, whole window, copy-forward start, tol 0 (no stopping rule), "
+             "guard off. Each column: relative RMS error of the final sample after sweep k. *Oracle sweeps*: the "
+             f"first k with error ≤ {TARGET:g}, the fewest sweeps any stopping rule could stop at. Newton's sweeps "
+             "each cost one more sequential JVP sweep of depth p−1 (its depth is not its sweep count).")
+    return [("", intro), ("Error after each sweep", "\n".join(lines))]
 
 
-if __name__ == "__main__":
-    main()
+def figures(records: List[dict], args) -> Dict[str, object]:
+    return {}  # the tables are the record

@@ -81,8 +81,9 @@ def targets(records: Sequence[dict]) -> List[dict]:
 
 
 # -- report ----------------------------------------------------------------------------------------------
-def sections(records: Sequence[dict], args) -> List[tuple]:
-    out = [("", __doc__.split("\n\n", 1)[1].strip())]
+def sections(records: Sequence[dict], args, intro: str) -> List[tuple]:
+    """The report's prose: ``intro`` (the suite's description), the methods' table, the checks and conclusions."""
+    out = [("", intro)]
     lines = ["| key | method | strategy | init | grid (full) | pick |", "|---|---|---|---|---|---|"]
     for m in METHODS:
         grid = "; ".join(f"{k}: {v.__doc__.strip() if callable(v) else ', '.join(map(str, v))}"
