@@ -184,3 +184,25 @@ def test_new_cases_merge_into_an_existing_record(written, tmp_path):
     assert {"backprop sequential", "torchdiffeq adjoint", "torchsde adjoint", "pitsolve adjoint"} <= methods
     md = (tmp_path / "ode.md").read_text()
     assert "## Runs" in md and "## backward pass: double-well SDE" in md and "backward waves" in md
+
+
+def test_every_benchmark_is_a_suite_with_its_own_option_prefix():
+    """One protocol: each suite has ``run``; its options are named ``--<suite>-…``; every other module of
+    benchmarks/ is the runner, the record writer or an alias ``python -m benchmarks.<suite>``."""
+    import argparse
+    from pathlib import Path
+
+    names = suites.available()
+    assert set(suites.KNOWN) <= set(names)
+    for name in names:
+        module = suites.load(name)
+        assert callable(module.run), name
+        if hasattr(module, "add_arguments"):
+            parser = argparse.ArgumentParser()
+            module.add_arguments(parser)
+            flags = [f for a in parser._actions for f in a.option_strings if f not in ("-h", "--help")]
+            assert all(f.startswith(f"--{name.replace('_', '-')}-") for f in flags), (name, flags)
+    folder = Path(runner.__file__).parent
+    for path in folder.glob("*.py"):
+        if path.stem not in ("__init__", "run", "_record"):
+            assert path.stem in names and f'alias("{path.stem}", __name__)' in path.read_text(), path.name

@@ -20,8 +20,8 @@ the iterations do not depend on the number of ranks.
 from __future__ import annotations
 
 import datetime
-import os
 import json
+import os
 import socket
 import statistics
 import tempfile

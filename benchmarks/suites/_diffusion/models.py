@@ -7,6 +7,7 @@ from typing import List, Mapping, Sequence, Tuple
 
 import torch
 
+
 # -- samplers and models ---------------------------------------------------------------------------------
 #: Benchmark kind → the sampler table's name (pitsolve.adapters.diffusion.rules.registry.SAMPLERS); "dpm++" is
 #: the suite's historical key for "dpmsolver++", kept so earlier records stay comparable.
