@@ -56,7 +56,7 @@ def neural_ode():
     y0 = torch.linspace(-1, 1, 32, dtype=torch.float64)
     t = torch.linspace(0, 4, 65, dtype=torch.float64)
     system = pitsolve.ODESystem(field, y0, t, method="rk4", substeps=8)
-    return lambda executor: pitsolve.solve(system, "identity", tol=1e-8, executor=executor)
+    return lambda executor: pitsolve.solve(system, "identity", tol=1e-8, window=64, executor=executor)
 
 
 def diffusion():
@@ -75,7 +75,7 @@ def diffusion():
 
     def run(executor):
         _, sol = parallel_sample(unet, scheduler, num_inference_steps=50, shape=(4, 1, 16, 16), tol=1e-3,
-                                 generator=torch.Generator().manual_seed(0), executor=executor)
+                                 generator=torch.Generator().manual_seed(0), window=50, executor=executor)
         return sol
 
     return run

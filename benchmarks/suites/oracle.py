@@ -19,8 +19,7 @@ import torch
 import pitsolve
 
 TITLE = "Oracle depth: the fewest sweeps any stopping rule could stop at"
-HIDDEN = ("errors",)
-HEADERS = {"oracle_sweeps": "oracle sweeps"}
+RECORD_TABLES = False  # sections() shows the records with one column per sweep
 SAMPLERS = (("DDIM-50", "ddim", 50), ("DDIM-25", "ddim", 25), ("DPM++-50", "dpmsolver++", 50),
             ("DPM++-25", "dpmsolver++", 25))
 STRATEGIES = {
