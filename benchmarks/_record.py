@@ -206,8 +206,12 @@ def markdown(h: Mapping, records: Sequence[Mapping], sections: Sequence[Tuple[st
 # -- files -----------------------------------------------------------------------------------------------
 def write(out: Path, suite: str, h: Mapping, records: Sequence[Mapping], sections: Sequence[Tuple[str, str]] = (),
           figures: Optional[Mapping[str, object]] = None, headers: Optional[Mapping[str, str]] = None,
-          title: Optional[str] = None, hidden: Iterable[str] = ()) -> List[Path]:
-    """Write ``<suite>.json``, ``<suite>.md`` and ``<suite>_<name>.png``; returns the paths written."""
+          title: Optional[str] = None, hidden: Iterable[str] = (),
+          tabled: Optional[Sequence[Mapping]] = None) -> List[Path]:
+    """Write ``<suite>.json``, ``<suite>.md`` and ``<suite>_<name>.png``; returns the paths written.
+
+    ``tabled``: the records shown as Markdown tables (default all of ``records``; every record goes into the JSON).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -221,7 +225,8 @@ def write(out: Path, suite: str, h: Mapping, records: Sequence[Mapping], section
             "sections": {name or "introduction": body for name, body in sections}, "figures": names}
     (out / f"{suite}.json").write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
     written.append(out / f"{suite}.json")
-    md = markdown(h, records, sections, {**HEADERS, **(headers or {})}, title or f"Benchmark suite `{suite}`", names,
+    md = markdown(h, records if tabled is None else tabled, sections, {**HEADERS, **(headers or {})},
+                  title or f"Benchmark suite `{suite}`", names,
                   hidden)
     (out / f"{suite}.md").write_text(md)
     written.append(out / f"{suite}.md")

@@ -5,11 +5,15 @@
     python -m benchmarks.run --suite peers                 # the peers' samplers beside pitsolve
     python -m benchmarks.run --suite gpu                   # diffusion + peers on CUDA, SD2-sized UNet batch cost
     python -m benchmarks.run --suite ode diffusion --quick # smoke-test sizes (into benchmarks/results/quick)
+    python -m benchmarks.run --suite adjoint error_matrix oracle auto_window loop_overhead choosing \
+        bridge_overhead distributed memory defaults         # the single-purpose suites
 
 Each suite is a module ``benchmarks/suites/<name>.py`` with ``run(args) ->
 list[dict]`` (see :mod:`benchmarks.suites` for the protocol); this runner sets
 the torch threads to the CPU count, runs it and writes the files, each stating
-the machine, the device, the versions and this exact command.
+the machine, the device, the versions and this exact command.  A suite's own
+options are named ``--<name>-…`` (``--help`` lists them all);
+``python -m benchmarks.<name> [options]`` is an alias (:func:`alias`).
 """
 
 from __future__ import annotations
@@ -74,8 +78,9 @@ def run_suite(name: str, args) -> List[Path]:
     else:
         figures = _record.default_figures(records)
     title = (module.TITLE if hasattr(module, "TITLE") else f"Benchmark suite `{name}`")
+    tabled = records if getattr(module, "RECORD_TABLES", True) else []
     paths = _record.write(args.out, name, h, records, sections, figures, getattr(module, "HEADERS", None), title,
-                          getattr(module, "HIDDEN", ()))
+                          getattr(module, "HIDDEN", ()), tabled)
     print(f"[{name}] {len(records)} records in {h['elapsed_s']:.0f} s -> " + ", ".join(str(p) for p in paths),
           flush=True)
     return paths
@@ -103,6 +108,16 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
                              f"expected a module benchmarks/suites/{name}.py with run(args) -> list[dict]")
         paths += run_suite(name, args)
     return paths
+
+
+def alias(name: str, module: str) -> None:
+    """``python -m benchmarks.<name> [options]``: run ``--suite <name> [options]`` when ``module`` is ``__main__``.
+
+    The stand-alone entry points (``benchmarks/adjoint.py``, ``benchmarks/oracle.py``, …) are these aliases, so
+    the commands recorded in older result files still reproduce them.
+    """
+    if module == "__main__":
+        main(["--suite", name, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

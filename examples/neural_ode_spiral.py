@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the saved-bytes meter lives in benchmarks/ (a folder of the repository)
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.adjoint import SavedBytes, SpiralField  # noqa: E402
+from benchmarks.suites.adjoint import SavedBytes, SpiralField  # noqa: E402
 
 F64 = torch.float64
 TRUE_A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)

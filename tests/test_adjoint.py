@@ -20,7 +20,7 @@ import pitsolve
 # benchmarks/ is a folder of the repository, not of the installed package: tests/conftest.py puts the
 # repository on sys.path.
 
-from benchmarks.adjoint import SavedBytes
+from benchmarks.suites.adjoint import SavedBytes
 
 F64 = torch.float64
 T = torch.linspace(0, 2, 17, dtype=F64)

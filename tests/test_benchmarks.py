@@ -109,7 +109,7 @@ def test_loosest_passing_bisects_to_the_loosest_tol_meeting_the_target(passing_f
 
 @pytest.mark.slow
 def test_loop_overhead_ratios_are_against_the_unet_only_loop():
-    from benchmarks import loop_overhead
+    from benchmarks.suites import loop_overhead
 
     result = loop_overhead.measure(steps=3, rounds=1)
     rows = {r["loop"]: r for r in result["rows"]}
@@ -123,7 +123,7 @@ def test_loop_overhead_ratios_are_against_the_unet_only_loop():
 
 @pytest.mark.slow
 def test_auto_window_report_records_the_pick_it_would_make(monkeypatch):
-    from benchmarks import auto_window
+    from benchmarks.suites import auto_window
     from pitsolve._tuning import best_window
 
     monkeypatch.setattr(auto_window, "SAMPLERS", (("DDIM-4", "ddim", 4),))
@@ -140,7 +140,7 @@ def test_oracle_curve_reaches_the_sequential_sample():
     from diffusers import DDIMScheduler
 
     import pitsolve
-    from benchmarks import oracle
+    from benchmarks.suites import oracle
     from pitsolve.adapters.digits import load_pipeline
 
     pipe = load_pipeline()
@@ -150,11 +150,9 @@ def test_oracle_curve_reaches_the_sequential_sample():
 
 
 def test_adjoint_benchmark_records_waves_memory_and_gradients(tmp_path):
-    from benchmarks import adjoint
-
-    result = adjoint.main(["--intervals", "16", "--windows", "0", "4", "--strategies", "dense", "identity",
-                           "--out", str(tmp_path)])
-    rows = result["records"]
+    runner.main(["--suite", "adjoint", "--adjoint-intervals", "16", "--adjoint-windows", "0", "4",
+                 "--adjoint-strategies", "dense", "identity", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "adjoint.json").read_text())["records"]
     methods = [r["method"] for r in rows]
     assert methods[:3] == ["backprop sequential", "torchdiffeq adjoint", "backprop solve"]
     assert methods.count("pitsolve adjoint") == 4  # 2 windows × 2 strategies
@@ -186,3 +184,25 @@ def test_new_cases_merge_into_an_existing_record(written, tmp_path):
     assert {"backprop sequential", "torchdiffeq adjoint", "torchsde adjoint", "pitsolve adjoint"} <= methods
     md = (tmp_path / "ode.md").read_text()
     assert "## Runs" in md and "## backward pass: double-well SDE" in md and "backward waves" in md
+
+
+def test_every_benchmark_is_a_suite_with_its_own_option_prefix():
+    """One protocol: each suite has ``run``; its options are named ``--<suite>-…``; every other module of
+    benchmarks/ is the runner, the record writer or an alias ``python -m benchmarks.<suite>``."""
+    import argparse
+    from pathlib import Path
+
+    names = suites.available()
+    assert set(suites.KNOWN) <= set(names)
+    for name in names:
+        module = suites.load(name)
+        assert callable(module.run), name
+        if hasattr(module, "add_arguments"):
+            parser = argparse.ArgumentParser()
+            module.add_arguments(parser)
+            flags = [f for a in parser._actions for f in a.option_strings if f not in ("-h", "--help")]
+            assert all(f.startswith(f"--{name.replace('_', '-')}-") for f in flags), (name, flags)
+    folder = Path(runner.__file__).parent
+    for path in folder.glob("*.py"):
+        if path.stem not in ("__init__", "run", "_record"):
+            assert path.stem in names and f'alias("{path.stem}", __name__)' in path.read_text(), path.name

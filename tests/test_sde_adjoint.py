@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.adjoint import SavedBytes  # noqa: E402
+from benchmarks.suites.adjoint import SavedBytes  # noqa: E402
 
 F64 = torch.float64
 BATCH, D = 2, 3

@@ -1,5 +1,10 @@
 """Benchmark suites for ``python -m benchmarks.run --suite NAME``: one module ``benchmarks/suites/<NAME>.py`` each.
 
+Every benchmark of the repository is a suite (there are no stand-alone
+scripts): ``python -m benchmarks.<NAME>`` is an alias of the runner with
+``--suite NAME`` (:func:`benchmarks.run.alias`).  Modules and packages whose
+name starts with ``_`` (``_diffusion``) are a suite's parts, not suites.
+
 A suite module defines
 
 * ``run(args) -> list[dict]`` (required): measures and returns the records,
@@ -17,7 +22,9 @@ A suite module defines
 * ``HEADERS`` (optional): ``{record key: column header}`` for the Markdown;
   ``HIDDEN`` (optional): record keys kept out of the Markdown tables;
   ``TITLE`` (optional): the Markdown title; ``DEVICE`` (optional): the device
-  the suite runs on whatever ``--device`` says (stated in the header).
+  the suite runs on whatever ``--device`` says (stated in the header);
+  ``RECORD_TABLES = False`` (optional): the records go into the JSON only and
+  the Markdown shows the suite's ``sections`` (for hundreds of raw runs).
 
 ``args`` holds ``quick`` (bool: small sizes for a smoke test), ``device``
 (``"cpu"`` or ``"cuda"``), ``repeats`` (``None``: the suite's default),
@@ -44,8 +51,9 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 
-#: Suites the runner knows; any other ``benchmarks/suites/<name>.py`` is found too.
-KNOWN = ("ode", "diffusion", "peers", "gpu")
+#: Suites the runner knows (listed first, in this order); any other ``benchmarks/suites/<name>.py`` is found too.
+KNOWN = ("ode", "diffusion", "peers", "gpu", "memory", "defaults", "adjoint", "error_matrix", "oracle",
+         "auto_window", "loop_overhead", "choosing", "bridge_overhead", "distributed")
 
 
 def available() -> List[str]:

@@ -12,7 +12,7 @@ steps, cut into N intervals of K = F/N steps):
   atol 1e-11) inside each interval (no fixed K: F is the sequential solve's step count, and depth
   counts step attempts, a lock-step wave's slowest row; N = 8, 32 by default: wild iterates of an
   adaptive Φ ask for many steps, so larger N mostly hits the time cap);
-* `adjoint`: the backward pass of `L = Σ_n ‖X_n‖²` (benchmarks/adjoint.py): the spiral neural ODE
+* `adjoint`: the backward pass of `L = Σ_n ‖X_n‖²` (benchmarks/suites/adjoint.py): the spiral neural ODE
   with rk4 (N = 64, 256, 1024) and with dopri5 (N = 64), and the double-well SDE with parameters
   (N = 64, 256) — backprop through `sequential`, torchdiffeq's / torchsde's adjoint and
   `pitsolve.odeint_adjoint` / `sdeint_adjoint` per adjoint strategy and window: sequential waves
@@ -55,7 +55,7 @@ TITLE = "Jacobian strategies on nonlinear ODEs and an SDE"
 DEVICE = "cpu"  # small float64 states: the suite runs on the CPU whatever --device says
 HIDDEN = ("problem",)  # the table title says it
 HEADERS = {"N": "N", "K": "K", "window": "window", "ideal_speedup": "ideal F/depth", "worst_speedup": "worst repeat",
-           # the backward-pass tables (benchmarks/adjoint.py's columns)
+           # the backward-pass tables (benchmarks/suites/adjoint.py's columns)
            "method": "method", "waves": "backward waves", "waves_ratio": "N / waves", "saved_KiB": "saved peak (KiB)",
            "saved_ratio": "saved / backprop seq", "grad_error": "grad error vs backprop seq",
            "forward_sweeps": "forward sweeps"}
@@ -167,7 +167,7 @@ PROBLEMS: Dict[str, Problem] = {p.key: p for p in (
             ADAPTIVE_INTERVALS),
     Problem("vdp_dopri8", "Van der Pol, adaptive dopri8 (rtol 1e-9, t in [0, 8])", _adaptive("dopri8", 1e-9),
             ADAPTIVE_INTERVALS),
-    Problem("adjoint", "backward passes (benchmarks/adjoint.py)", None),
+    Problem("adjoint", "backward passes (benchmarks/suites/adjoint.py)", None),
 )}
 #: Problems whose records are not solves of a banded system (their own tables and columns).
 ADJOINT = "adjoint"
@@ -270,8 +270,8 @@ def _kept(path: Path, problems: Sequence[str]) -> List[dict]:
 
 
 def _adjoint_records(quick: bool) -> List[dict]:
-    """benchmarks/adjoint.py's measurements: rk4 and dopri5 neural ODEs, the double-well SDE."""
-    from .. import adjoint
+    """benchmarks/suites/adjoint.py's measurements: rk4 and dopri5 neural ODEs, the double-well SDE."""
+    from . import adjoint
 
     strategies = ("dense", "identity") if quick else ("dense", "identity", "secant", "anderson")
     rows = adjoint.measure((16,) if quick else (64, 256, 1024), 1, 10.0, (0, 64), strategies, 1e-10, 2)
@@ -377,10 +377,10 @@ def sections(records: Sequence[dict], args) -> List[tuple]:
             f"- {r['problem']}, {r['strategy']}, guard {r['guard']}, N={r['N']}, window={r['window']}: {r['status']}"
             for r in failed)))
     if backward:
-        from .. import adjoint
+        from . import adjoint
 
-        notes.append(("Backward passes", adjoint.__doc__.split("\n\n", 1)[1].strip().replace(
-            "Writes ``benchmarks/results/adjoint.{json,md}``.", "") + "\n\n" + adjoint.summary(backward)))
+        intro = adjoint.__doc__.split("\n\n", 1)[1].strip()
+        notes.append(("Backward passes", intro + "\n\n" + adjoint.summary(backward)))
     if len(runs) > 1:
         notes.append(("Runs", "This record merges runs (`--ode-merge`); each row was measured by one of them:\n\n"
                       + "\n".join(f"- `{cmd}` ({date}): {', '.join(problems)}"
