@@ -137,3 +137,18 @@ def test_sampler_solve_options_cover_the_core_ones():
     core = {f.name for f in fields(pitsolve.SolveOptions)}
     ours = {f.name for f in fields(SolveOptions)} | {f.name for f in fields(SampleSetup)}
     assert core - ours == {"callback"}
+
+
+def test_default_window_under_an_executor_that_cannot_time_is_all_n():
+    """window="auto" times the model in one process; under another executor the default is all N, the
+    same on every rank (a DistributedExecutor refuses "auto")."""
+    from pitsolve.adapters.diffusers.options import resolve
+
+    class Ranks(pitsolve.Executor):
+        def run(self, call, x, indices, tangents=None):
+            raise AssertionError("not called")
+
+    opts, record = resolve(SolveOptions(executor=Ranks()), DDIMScheduler())
+    assert opts.window is None and record["window"].startswith("None (default of ddim under Ranks")
+    opts, _ = resolve(SolveOptions(executor=pitsolve.LocalExecutor()), DDIMScheduler())
+    assert opts.window == sampler("ddim").defaults.window

@@ -184,6 +184,11 @@ def gather(
     )
 
 
+def _tunable(executor) -> bool:
+    """Whether ``window="auto"`` can time the model here (not across the ranks of a process group)."""
+    return executor is None or isinstance(executor, (pitsolve.LocalExecutor, pitsolve.MultiDeviceExecutor))
+
+
 def resolve(options: SolveOptions, scheduler) -> Tuple[SolveOptions, Dict[str, str]]:
     """``options`` with every :data:`SAMPLER_DEFAULT` replaced by the scheduler's registry default.
 
@@ -195,7 +200,11 @@ def resolve(options: SolveOptions, scheduler) -> Tuple[SolveOptions, Dict[str, s
     values, record = {}, {}
     for name in ("jacobian", "window", "preconditioning_steps"):
         value = getattr(options, name)
-        if value is SAMPLER_DEFAULT:
+        if value is SAMPLER_DEFAULT and name == "window" and not _tunable(options.executor):
+            # Timing is per process: ranks would measure differently.  All N is the same on every rank.
+            value = None
+            record[name] = f"None (default of {entry_name} under {type(options.executor).__name__}: all N)"
+        elif value is SAMPLER_DEFAULT:
             value = getattr(defaults, name)
             record[name] = f"{value!r} (default of {entry_name})"
         else:
