@@ -84,8 +84,12 @@ def _synchronize(device: torch.device) -> None:
 
 
 def predicted_cost(p: int, seconds: float, N: int, latency: float = LATENCY_SWEEPS, slope: float = 1.0) -> float:
-    """Predicted solve time ``c(p)·S(p)`` with ``S(p) = min(N, a + b·N/p)`` sweeps (``p = 1``: ``N``)."""
-    return seconds * (N if p == 1 else min(N, latency + slope * N / p))
+    """Predicted solve time ``c(p)·S(p)`` with ``S(p) = min(N, max(N/p, a + b·N/p))`` sweeps (``p = 1``: ``N``).
+
+    ``N/p`` is a floor whatever the fit says: a window of ``p`` points cannot advance the front by
+    more than ``p`` points a sweep.
+    """
+    return seconds * (N if p == 1 else min(N, max(N / p, latency + slope * N / p)))
 
 
 def batch_cost_curve(system, executor, N: int, repeats: int = REPEATS,

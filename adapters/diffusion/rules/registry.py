@@ -82,27 +82,30 @@ class SamplerEntry(NamedTuple):
 
 _RECORD = "benchmarks/results/defaults.md"  # python -m benchmarks.run --suite defaults
 
+
+def _measured(jacobian: str, M: int, a: float, b: float, row: str) -> SolveDefaults:
+    """Defaults read off the defaults record: the strategy and M of least predicted time, the sweep model
+    ``a + b·N/p`` fitted to their grid rows (table ``fits``, row ``row``)."""
+    return SolveDefaults(jacobian, M, AutoWindow(a, b), f"{_RECORD}, tables fits and timed, {row}")
+
+
 #: Samplers no entry declares defaults for (the bridge's schedulers): the identity update (ParaSolver),
 #: the Eq. 17 start with one model step, and the tuner's generic sweep model.
 GENERIC_DEFAULTS = SolveDefaults("identity", 1, AutoWindow(), "generic: no measurement of this sampler")
-#: Stochastic samplers (fresh noise in every step): the identity update with M = 1 (fits: DDPM-1000).
-_ANCESTRAL = SolveDefaults("identity", 1, AutoWindow(18.0, 1.2), f"{_RECORD}, DDPM-1000")
-#: Deterministic ODE samplers: the secant update from a plain start (M = 0).
-_ODE = SolveDefaults("secant", 0, AutoWindow(7.0, 1.0), f"{_RECORD}, DDIM-50")
-
 #: The named samplers, in the order the CLI lists them.  Which of them a hand-written rule serves and
 #: which the generic bridge serves is read from :data:`REGISTRY` (:func:`served_by`), not stated here.
 #: ``defaults`` are the parallel-solve defaults the defaults benchmark measured best for the sampler.
 SAMPLERS: Tuple[SamplerEntry, ...] = (
-    SamplerEntry("ddpm", "DDPMScheduler", {}, 1000, _ANCESTRAL),
-    SamplerEntry("ddim", "DDIMScheduler", {}, 50, _ODE),
+    SamplerEntry("ddpm", "DDPMScheduler", {}, 1000, _measured("identity", 1, 25.5, 1.04, "DDPM-1000")),
+    SamplerEntry("ddim", "DDIMScheduler", {}, 50, _measured("secant", 0, 6.5, 1.23, "DDIM-50")),
     SamplerEntry("dpmsolver++", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 25,
-                 _ODE),
-    SamplerEntry("euler", "EulerDiscreteScheduler", {}, 50, _ODE),
-    SamplerEntry("euler-a", "EulerAncestralDiscreteScheduler", {}, 50, _ANCESTRAL),
+                 _measured("secant", 0, 5.0, 1.92, "DPM++-25")),
+    SamplerEntry("euler", "EulerDiscreteScheduler", {}, 50, _measured("identity", 0, 25.0, 1e-3, "Euler-50")),
+    SamplerEntry("euler-a", "EulerAncestralDiscreteScheduler", {}, 50),
     SamplerEntry("heun", "HeunDiscreteScheduler", {}, 25),
-    SamplerEntry("unipc", "UniPCMultistepScheduler", {}, 25, _ODE),
-    SamplerEntry("flowmatch", "FlowMatchEulerDiscreteScheduler", {}, 28, _ODE),
+    SamplerEntry("unipc", "UniPCMultistepScheduler", {}, 25, _measured("identity", 0, 25.0, 1e-3, "UniPC-25")),
+    SamplerEntry("flowmatch", "FlowMatchEulerDiscreteScheduler", {}, 28,
+                 _measured("identity", 1, 8.0, 1e-3, "FlowMatch-28")),
     SamplerEntry("pndm", "PNDMScheduler", {"skip_prk_steps": True}, 50),
     SamplerEntry("lms", "LMSDiscreteScheduler", {}, 50),
     SamplerEntry("dpmsolver-single", "DPMSolverSinglestepScheduler", {}, 25),
