@@ -77,15 +77,17 @@ def _scheduler(models, model: str, name: str):
 
 
 def fit_sweeps(points: Sequence[Tuple[float, float]]) -> Tuple[float, float]:
-    """Least-squares ``(a, b)`` of ``sweeps ≈ a + b·x`` over ``(x = N/p, sweeps)`` points (``a, b ≥ 0``)."""
+    """Least-squares ``(a, b)`` of ``sweeps ≈ a + b·x`` over ``(x = N/p, sweeps)`` points, with ``b ≥ 1``.
+
+    ``b < 1`` would predict that narrower windows than any measured cost no extra sweeps, though the
+    front advances at most ``p`` points a sweep; there the fit keeps ``b = 1`` and fits ``a`` alone.
+    """
     n = len(points)
-    if n == 1:
-        return 0.0, points[0][1] / points[0][0]
     mx = sum(x for x, _ in points) / n
     my = sum(y for _, y in points) / n
     sxx = sum((x - mx) ** 2 for x, _ in points)
-    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx > 0 else 0.0
-    b = max(b, 1e-3)
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx > 0 else 1.0
+    b = max(b, 1.0)
     return max(0.0, my - b * mx), b
 
 
