@@ -77,7 +77,11 @@ def test_parallel_matches_sequential(flow, report):
     report(f"digits flow Euler-{STEPS}: parallel (tol 1e-2) vs sequential, relative RMS {err:.1e}, "
            f"{sol.iterations} iterations, {sol.status.name}")
     assert sol.status.name == "CONVERGED"
-    assert err < 1e-2, err
+    # tol bounds each image's RMS error relative to the data scale (max(σ, 1) = 1 at the end), not the
+    # error relative to the sample's own RMS (< 1 here); CONVERGED promises that measure within 3·tol.
+    per_image = (par - seq).flatten(1).pow(2).mean(dim=1).sqrt()
+    assert float(per_image.max()) < 3e-2, per_image
+    assert err < 3e-2, err
 
 
 def test_flow_samples_are_digits(flow, report):
