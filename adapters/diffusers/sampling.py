@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -73,12 +72,12 @@ def build_system(
 
 def _build(unet, scheduler, num_inference_steps: int, setup: SampleSetup, conditioning: Conditioning,
            scale_floor: Optional[float]) -> DiffusionSystem:
-    latents, generator, shape, intervals, eta, max_batch, dtype, devices = (
-        getattr(setup, f.name) for f in fields(SampleSetup)
-    )
-    guidance_scale, encoder_hidden_states, negative_encoder_hidden_states, class_labels = (
-        getattr(conditioning, f.name) for f in fields(Conditioning)
-    )
+    # Read by name (not by field order, which a new field would shift).
+    latents, generator, shape, intervals = setup.latents, setup.generator, setup.shape, setup.intervals
+    eta, max_batch, dtype, devices = setup.eta, setup.max_batch, setup.dtype, setup.devices
+    guidance_scale, class_labels = conditioning.guidance_scale, conditioning.class_labels
+    encoder_hidden_states = conditioning.encoder_hidden_states
+    negative_encoder_hidden_states = conditioning.negative_encoder_hidden_states
     first = pitsolve.MultiDeviceExecutor(devices).devices[0] if devices is not None else None
     rule = rule_from_scheduler(scheduler, num_inference_steps, eta=eta)
     _check_generator(generator)
